@@ -163,6 +163,13 @@ class ExplorerConfig:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    mode: Literal["explore", "random", "target-only"] = "explore"
+    """``explore``: the method. ``random``: concepts drawn uniformly from the same vocabulary
+    (the paper's baseline). ``target-only``: no web at all, same training on the target."""
+    target_fraction: float = 0.5
+    """Share of each training batch drawn from the target images. Web images fill the rest;
+    the target-only arm trains on the target share alone, so every arm sees the same number
+    of target samples (web images are added, never substituted)."""
     target_warmup_steps: int = 0
     """Steps on target images alone before the first iteration [paper: tuned on the target]."""
     eval_knn_k: int = 5
@@ -203,6 +210,8 @@ class ExplorerConfig:
             raise ConfigError("tier_mass must sum to 1")
         if self.train.batch_size < 2:
             raise ConfigError("batch_size must be at least 2 (contrastive loss)")
+        if not 0 < self.target_fraction <= 1:
+            raise ConfigError("target_fraction must be in (0, 1]")
         if self.train.amp and self.train.device == "cpu":
             raise ConfigError("amp needs a CUDA device")
         return self

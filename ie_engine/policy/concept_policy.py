@@ -1,0 +1,131 @@
+"""The concept policy: observed rewards in, a sampling distribution over the vocabulary out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ie_engine.config import PolicyConfig
+from ie_engine.policy.gp import Prediction, fit_gp, fit_predict_ridge, predict_gp
+from ie_engine.policy.sampler import concept_distribution, sample_concepts
+
+
+@dataclass
+class Distribution:
+    """The policy's view at one moment, per concept (all arrays of shape (N,))."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    probability: np.ndarray
+    tier: np.ndarray
+    model: str  # "prior", "gp" or "ridge"
+
+
+class ConceptPolicy:
+    """Predicts each concept's reward from the rewards observed so far and samples queries.
+
+    Observations are kept per concept; a concept queried several times is fitted on its mean
+    reward (its noise shrinks with the count), so the GP's size is the number of distinct
+    concepts observed. A vetoed concept gets probability zero and, as a negative observation
+    (the lowest reward seen, unless ``veto_reward`` is set), pulls its neighbours down too.
+    """
+
+    def __init__(self, embeddings: np.ndarray, config: PolicyConfig, *, seed: int = 0) -> None:
+        """embeddings: (N, D) unit rows, one per concept of the vocabulary."""
+        self.embeddings = embeddings
+        self.config = config
+        self.seed = seed
+        self.observations: dict[int, list[float]] = {}
+        self.vetoed: set[int] = set()
+        self.allowed_mask: np.ndarray | None = None  # label-set restriction, (N,) bool
+
+    # ------------------------------------------------------------------ observations and vetoes
+    def observe(self, concept_indices: list[int], rewards: list[float]) -> None:
+        for i, r in zip(concept_indices, rewards, strict=True):
+            if not np.isfinite(r):
+                continue
+            self.observations.setdefault(int(i), []).append(float(r))
+
+    def veto(self, indices: list[int]) -> None:
+        self.vetoed.update(int(i) for i in indices)
+
+    def unveto(self, indices: list[int]) -> None:
+        self.vetoed.difference_update(int(i) for i in indices)
+
+    def restrict(self, allowed: np.ndarray) -> None:
+        """Only these concept indices may be sampled (label-set mode)."""
+        mask = np.zeros(self.embeddings.shape[0], dtype=bool)
+        mask[allowed] = True
+        self.allowed_mask = mask
+
+    @property
+    def n_observations(self) -> int:
+        return sum(len(v) for v in self.observations.values())
+
+    def _training_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct observed concepts (and vetoed ones as negatives) with their mean rewards."""
+        rewards = {i: float(np.mean(v)) for i, v in self.observations.items()}
+        if self.vetoed and rewards:
+            floor = (
+                self.config.veto_reward
+                if self.config.veto_reward is not None
+                else min(rewards.values())
+            )
+            for i in self.vetoed:
+                rewards[i] = floor
+        idx = np.array(sorted(rewards), dtype=np.int64)
+        y = np.array([rewards[int(i)] for i in idx], dtype=np.float64)
+        return idx, y
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self) -> tuple[Prediction, str]:
+        """Predicted (mu, sigma) for every concept, and which model produced it."""
+        n = self.embeddings.shape[0]
+        idx, y = self._training_set()
+        if idx.size == 0:
+            prior = self.config.prior_reward
+            return Prediction(np.full(n, prior, np.float32), np.ones(n, np.float32)), "prior"
+        x_train = np.asarray(self.embeddings[idx], dtype=np.float32)
+        if idx.size > self.config.gp_max_observations:
+            pred = fit_predict_ridge(x_train, y, self.embeddings, alpha=self.config.ridge_alpha)
+            return pred, "ridge"
+        if idx.size == 1 or float(np.ptp(y)) == 0.0:
+            # Nothing to regress on yet: a flat prior at the observed level, uncertainty 1.
+            pred = Prediction(np.full(n, y.mean(), np.float32), np.ones(n, np.float32))
+            pred.sigma[idx] = 0.0
+            return pred, "prior"
+        gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed)
+        return predict_gp(gp, self.embeddings), "gp"
+
+    def distribution(self) -> Distribution:
+        """The current sampling distribution (vetoed and restricted concepts at zero)."""
+        pred, model = self.predict()
+        allowed = np.ones(self.embeddings.shape[0], dtype=bool)
+        if self.allowed_mask is not None:
+            allowed &= self.allowed_mask
+        if self.vetoed:
+            allowed[list(self.vetoed)] = False
+        probs, tiers = concept_distribution(pred.mu + pred.sigma, allowed, self.config)
+        return Distribution(pred.mu, pred.sigma, probs, tiers, model)
+
+    def sample(self, dist: Distribution, m: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``m`` distinct concepts from ``dist``."""
+        return sample_concepts(dist.probability, m, rng)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "observations": {str(k): list(v) for k, v in self.observations.items()},
+            "vetoed": sorted(self.vetoed),
+            "allowed": None if self.allowed_mask is None else np.flatnonzero(self.allowed_mask),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.observations = {int(k): list(v) for k, v in state["observations"].items()}
+        self.vetoed = set(int(i) for i in state["vetoed"])
+        allowed = state.get("allowed")
+        self.allowed_mask = None
+        if allowed is not None:
+            self.restrict(np.asarray(allowed, dtype=np.int64))

@@ -1,0 +1,104 @@
+"""Image and concept rewards, and the replay buffer (METHOD.md, steps 4-6)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def image_rewards(
+    web: torch.Tensor, target: torch.Tensor, *, k: int, chunk: int = 4096
+) -> torch.Tensor:
+    """Mean cosine similarity of each web image to its ``k`` nearest target images.
+
+    web: (M, D) and target: (T, D) L2-normalised features -> (M,) float32 rewards.
+    ``k`` is capped at T. k = 1 would reward outliers that sit next to a single target image;
+    the paper uses 15.
+    """
+    if web.shape[0] == 0:
+        return torch.zeros(0)
+    kk = min(k, target.shape[0])
+    out = torch.empty(web.shape[0], dtype=torch.float32)
+    tgt = target.float()
+    for start in range(0, web.shape[0], chunk):
+        sims = web[start : start + chunk].float() @ tgt.T  # (c, T)
+        out[start : start + chunk] = sims.topk(kk, dim=1).values.mean(1)
+    return out
+
+
+def concept_rewards(
+    concept_of_image: list[int],
+    rewards: np.ndarray,
+    queried: list[int],
+    *,
+    top: int,
+    min_results: int,
+) -> dict[int, float]:
+    """Reward of each queried concept: the mean of its ``top`` best image rewards.
+
+    concept_of_image: (M,) concept index per image; rewards: (M,) image rewards; queried: every
+    concept queried this iteration. A concept whose query yielded fewer than ``min_results``
+    usable images scores as *empty*: it gets the lowest reward of this iteration's non-empty
+    concepts (0.0 if none), so the policy learns to avoid it without an off-scale outlier.
+    """
+    per: dict[int, list[float]] = {}
+    for c, r in zip(concept_of_image, rewards.tolist(), strict=True):
+        per.setdefault(int(c), []).append(float(r))
+    out: dict[int, float] = {}
+    for c, rs in per.items():
+        if len(rs) >= min_results:
+            out[c] = float(np.mean(sorted(rs, reverse=True)[:top]))
+    floor = min(out.values()) if out else 0.0
+    for c in queried:
+        out.setdefault(int(c), floor)
+    return out
+
+
+@dataclass
+class ReplayEntry:
+    """One web image kept for later iterations."""
+
+    image_id: int  # index into the run's image table
+    concept_index: int
+    iteration: int
+    reward: float
+
+
+class ReplayBuffer:
+    """The top share of each iteration's images, by reward; vetoed concepts' images leave it."""
+
+    def __init__(self, keep_fraction: float) -> None:
+        self.keep_fraction = keep_fraction
+        self.entries: list[ReplayEntry] = []
+
+    def add_iteration(self, entries: list[ReplayEntry]) -> list[ReplayEntry]:
+        """Keep the best ``keep_fraction`` of ``entries`` (at least one if any); return them."""
+        if not entries:
+            return []
+        n_keep = max(1, int(round(len(entries) * self.keep_fraction)))
+        # Ties broken by image id so the buffer is deterministic.
+        kept = sorted(entries, key=lambda e: (-e.reward, e.image_id))[:n_keep]
+        self.entries.extend(kept)
+        return kept
+
+    def remove_concepts(self, concepts: set[int]) -> int:
+        """Drop every entry of these concepts (a veto); return how many left."""
+        before = len(self.entries)
+        self.entries = [e for e in self.entries if e.concept_index not in concepts]
+        return before - len(self.entries)
+
+    def image_ids(self) -> list[int]:
+        return [e.image_id for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"keep_fraction": self.keep_fraction, "entries": [asdict(e) for e in self.entries]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.keep_fraction = float(state["keep_fraction"])
+        self.entries = [ReplayEntry(**e) for e in state["entries"]]

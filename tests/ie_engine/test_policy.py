@@ -1,0 +1,159 @@
+"""The policy against slow references: GP closed form, softmax range, tier mass, vetoes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ie_engine.config import PolicyConfig
+from ie_engine.policy import (
+    ConceptPolicy,
+    concept_distribution,
+    fit_gp,
+    predict_gp,
+    scaled_tier_sizes,
+    softmax_range,
+)
+
+
+def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_gp_prediction_matches_closed_form():
+    x = unit_rows(300, 16, 0)
+    obs = np.arange(0, 300, 7)
+    y = np.sin(3 * x[obs, 0]) + 0.1 * x[obs, 1]
+    gp = fit_gp(x[obs], y, noise=1e-2, seed=0)
+    pred = predict_gp(gp, x)
+    # Closed form written out in float64 from the fitted kernel: K, its solve, the variance.
+    kern = gp.kernel_
+    signal = kern.k1.k1.constant_value
+    length = kern.k1.k2.length_scale
+    noise = kern.k2.noise_level
+
+    def rbf(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return signal * np.exp(-0.5 * d2 / length**2)
+
+    xo = x[obs].astype(np.float64)
+    xs = x.astype(np.float64)
+    y_mean, y_std = y.mean(), y.std()
+    k = rbf(xo, xo) + noise * np.eye(len(obs))
+    ks = rbf(xs, xo)
+    mu = ks @ np.linalg.solve(k, (y - y_mean) / y_std) * y_std + y_mean
+    var = signal - np.einsum("ij,ji->i", ks, np.linalg.solve(k, ks.T))
+    np.testing.assert_allclose(pred.mu, mu, atol=2e-3)
+    np.testing.assert_allclose(pred.sigma, np.sqrt(np.clip(var, 0, None)) * y_std, atol=2e-3)
+    # And scikit-learn's own predict agrees (same formula, its float64 path).
+    sk_mu, sk_sd = gp.predict(xs, return_std=True)
+    np.testing.assert_allclose(pred.mu, sk_mu, atol=2e-3)
+    # scikit-learn's std includes the white noise at test points; ours is the latent function's.
+    np.testing.assert_allclose(pred.sigma**2 + noise * y_std**2, sk_sd**2, atol=3e-3)
+
+
+def test_softmax_range_ratio_is_e_to_the_smr():
+    s = np.random.default_rng(1).normal(size=500)
+    for smr in (1.0, 3.0, 5.0):
+        p = softmax_range(s, smr)
+        assert p.sum() == pytest.approx(1.0)
+        assert np.log(p.max() / p.min()) == pytest.approx(smr, rel=1e-9)
+        # Monotone in the score.
+        assert np.all(np.diff(p[np.argsort(s)]) >= -1e-15)
+    assert np.allclose(softmax_range(np.ones(10), 3.0), 0.1)
+
+
+@pytest.mark.parametrize("n", [5, 100, 2000, 146_347])
+def test_tier_mass_and_sizes(n):
+    cfg = PolicyConfig()
+    scores = np.random.default_rng(n).normal(size=n)
+    allowed = np.ones(n, dtype=bool)
+    probs, tiers = concept_distribution(scores, allowed, cfg)
+    top, middle = scaled_tier_sizes(cfg, n)
+    assert probs.sum() == pytest.approx(1.0)
+    assert (tiers == 0).sum() == top
+    assert (tiers == 1).sum() == middle
+    if n == 146_347:
+        assert (top, middle) == (250, 750)
+    # Reference: sort by score, split, give each tier its mass.
+    order = np.argsort(-scores, kind="stable")
+    groups = [order[:top], order[top : top + middle], order[top + middle :]]
+    present = [g.size > 0 for g in groups]
+    masses = np.array([m if p else 0.0 for m, p in zip(cfg.tier_mass, present, strict=True)])
+    masses /= masses.sum()
+    for tier, (g, m) in enumerate(zip(groups, masses, strict=True)):
+        if g.size:
+            assert probs[g].sum() == pytest.approx(m, abs=1e-9)
+            assert set(tiers[g].tolist()) == {tier}
+    # The best concept is in the top tier and has the largest probability of its tier.
+    assert tiers[order[0]] == 0
+
+
+def test_vetoed_concepts_get_zero_and_are_never_sampled():
+    x = unit_rows(400, 8, 2)
+    policy = ConceptPolicy(x, PolicyConfig(), seed=0)
+    policy.observe(list(range(0, 400, 10)), list(np.linspace(0, 1, 40)))
+    best = int(np.argmax(policy.distribution().probability))
+    policy.veto([best])
+    dist = policy.distribution()
+    assert dist.probability[best] == 0.0
+    assert dist.tier[best] == -1
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        assert best not in set(policy.sample(dist, 40, rng).tolist())
+
+
+def test_veto_lowers_neighbours():
+    # Concepts on a line: rewards grow with the first coordinate.
+    t = np.linspace(-1, 1, 201)
+    x = np.stack([t, np.sqrt(1 - t**2 * 0.5), np.zeros_like(t)], 1).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    policy = ConceptPolicy(x, PolicyConfig(), seed=0)
+    obs = list(range(0, 201, 20))
+    policy.observe(obs, [float(t[i]) for i in obs])
+    before = policy.distribution()
+    policy.veto([200])  # the best observed concept
+    after = policy.distribution()
+    neighbours = [196, 197, 198, 199]
+    assert after.mu[neighbours].mean() < before.mu[neighbours].mean()
+    assert after.probability[neighbours].sum() < before.probability[neighbours].sum()
+
+
+def test_policy_is_deterministic_and_state_round_trips():
+    x = unit_rows(300, 8, 3)
+    a = ConceptPolicy(x, PolicyConfig(), seed=5)
+    a.observe([1, 2, 3, 50, 60], [0.1, 0.5, 0.2, 0.9, 0.3])
+    a.veto([7])
+    b = ConceptPolicy(x, PolicyConfig(), seed=5)
+    b.load_state_dict(a.state_dict())
+    da, db = a.distribution(), b.distribution()
+    np.testing.assert_array_equal(da.probability, db.probability)
+    sa = a.sample(da, 20, np.random.default_rng([5, 1]))
+    sb = b.sample(db, 20, np.random.default_rng([5, 1]))
+    np.testing.assert_array_equal(sa, sb)
+    assert len(set(sa.tolist())) == 20
+
+
+def test_switches_to_ridge_past_the_threshold():
+    x = unit_rows(200, 8, 4)
+    policy = ConceptPolicy(x, PolicyConfig(gp_max_observations=30), seed=0)
+    policy.observe(list(range(20)), list(np.linspace(0, 1, 20)))
+    assert policy.distribution().model == "gp"
+    policy.observe(list(range(20, 40)), list(np.linspace(0, 1, 20)))
+    dist = policy.distribution()
+    assert dist.model == "ridge"
+    assert np.all(dist.sigma == 0)
+
+
+def test_first_iteration_is_uniform():
+    x = unit_rows(50, 8, 5)
+    dist = ConceptPolicy(x, PolicyConfig(), seed=0).distribution()
+    assert dist.model == "prior"
+    np.testing.assert_allclose(dist.probability, 1 / 50)
+    # A veto keeps it uniform over the rest.
+    policy = ConceptPolicy(x, PolicyConfig(), seed=0)
+    policy.veto([3])
+    dist = policy.distribution()
+    assert dist.probability[3] == 0
+    np.testing.assert_allclose(np.delete(dist.probability, 3), 1 / 49)
