@@ -45,6 +45,10 @@ class PolicyConfig:
     gp_max_observations: int = 2560
     """Above this many distinct observed concepts the GP gives way to ridge regression
     [paper: after 10 iterations of 256]."""
+    gp_exact_variance_max: int = 1024
+    """Past this many distinct observed concepts, sigma is computed from a seeded subset of this
+    size (an upper bound of the exact variance: see ``policy.gp.predict_gp``); the mean always
+    uses every observation. Keeps a 146k-concept update within seconds on 2 CPU cores."""
     ridge_alpha: float = 1.0
     """Ridge regularisation once the GP is retired."""
     gp_noise: float = 1e-2

@@ -97,7 +97,11 @@ class ConceptPolicy:
             pred.sigma[idx] = 0.0
             return pred, "prior"
         gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed)
-        return predict_gp(gp, self.embeddings), "gp"
+        pred = predict_gp(
+            gp, self.embeddings, exact_variance_max=self.config.gp_exact_variance_max,
+            seed=self.seed,
+        )
+        return pred, "gp"
 
     def distribution(self) -> Distribution:
         """The current sampling distribution (vetoed and restricted concepts at zero)."""

@@ -157,3 +157,15 @@ def test_first_iteration_is_uniform():
     dist = policy.distribution()
     assert dist.probability[3] == 0
     np.testing.assert_allclose(np.delete(dist.probability, 3), 1 / 49)
+
+
+def test_subset_variance_is_an_upper_bound_and_mean_is_unchanged():
+    x = unit_rows(600, 8, 6)
+    obs = np.arange(0, 600, 3)  # 200 observations
+    y = np.cos(2 * x[obs, 0])
+    gp = fit_gp(x[obs], y, noise=1e-2, seed=0)
+    exact = predict_gp(gp, x, exact_variance_max=1000)
+    approx = predict_gp(gp, x, exact_variance_max=50, seed=1)
+    np.testing.assert_allclose(approx.mu, exact.mu, atol=1e-5)
+    assert np.all(approx.sigma >= exact.sigma - 1e-4)
+    assert approx.sigma.mean() > exact.sigma.mean()
