@@ -1,0 +1,89 @@
+"""The FastAPI application: :func:`create_app` builds one app object that carries everything.
+
+Run it with ``uvicorn --factory app.main:create_app``. At start-up the database is migrated to
+the newest schema (``alembic upgrade head``: never ``create_all``) and the data folder is made.
+Errors of the application's tree (:mod:`app.errors`) become 4xx pages here, in one handler
+(plus one each for the framework's own 404s and 422s): the whole page for a plain request, the
+message fragment for htmx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, Response
+
+from app.errors import AppError
+from app.routes import home, uploads
+from app.settings import Settings, get_settings
+from app.store.db import make_engine, make_session_factory
+from app.store.migrate import upgrade
+from app.templating import STATIC_DIR, make_templates, render
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The web app for ``settings`` (read from the environment when None)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(upgrade, settings.database_url)
+        log.info("database ready at %s", engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="Internet Explorer", lifespan=lifespan, docs_url=None, redoc_url=None)
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.templates = make_templates()
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(home.router)
+    app.include_router(uploads.router)
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    return app
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    """Every :class:`AppError` as its status, with its message (and details) shown."""
+    assert isinstance(exc, AppError)
+    return _error_page(request, exc.status_code, exc.message, exc.details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Framework errors (unknown page, malformed request) as the same kind of page."""
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else "the request cannot be served"
+    return _error_page(request, exc.status_code, message, [])
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A malformed path or query parameter (``/uploads/abc``) as a 422 page saying which."""
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+        for error in exc.errors()
+    ]
+    return _error_page(request, 422, "the request has invalid parameters", details)
+
+
+def _error_page(request: Request, status: int, message: str, details: list[str]) -> HTMLResponse:
+    context = {"status": status, "message": message, "details": details}
+    return render(request, "pages/error.html", context, block="error", status_code=status)

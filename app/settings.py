@@ -1,0 +1,120 @@
+"""The web application's and the worker's settings: one object, read once.
+
+Every knob is an environment variable with the prefix ``IE_`` (``IE_DATA_DIR``,
+``IE_DATABASE_URL``, ...). This is the only place in ``app/`` that reads the environment; code
+receives a :class:`Settings` object (``get_settings()`` in production, one built by hand in tests).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET: Final = "development-only-secret-do-not-use-in-production"
+"""The secret key used when none is given; refused when ``env`` is ``production``."""
+
+
+class Settings(BaseSettings):
+    """Where data lives, how to reach the database and the broker, and the upload limits."""
+
+    model_config = SettingsConfigDict(env_prefix="IE_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="``production`` refuses placeholder secrets; ``development`` allows them.",
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Folder of everything the app writes: the SQLite database (by default), "
+        "uploads (``uploads/{id}/``) and run folders. Made absolute when read, so a later "
+        "change of working directory changes nothing.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the store. Empty = ``sqlite:///{data_dir}/ie.db``. "
+        "PostgreSQL: ``postgresql+psycopg://user@host/db``.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL. None = the embedded broker (kombu's filesystem "
+        "transport under ``data_dir``), good for one machine; Redis for several.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for live-update pub/sub. None = the event stream polls the "
+        "database instead.",
+    )
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_SECRET),
+        description="Key for signing cookies and tokens. Must be set (and not the development "
+        "default) when ``env`` is ``production``.",
+    )
+    corpus_dir: Path | None = Field(
+        default=None,
+        description="Folder of the offline image corpus the explorer searches. None = "
+        "``{data_dir}/corpus``.",
+    )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="Largest request body of one upload (a folder or a zip archive), and the "
+        "largest total uncompressed size of a zip archive's entries.",
+    )
+    max_file_bytes: int = Field(
+        default=50 * 1024**2,
+        gt=0,
+        description="Largest single image file; larger files are refused (``too-large``).",
+    )
+    max_pixels: int = Field(
+        default=40_000_000,
+        gt=0,
+        description="Decompression-bomb guard: images whose header claims more pixels are "
+        "refused before decoding (``decompression-bomb``).",
+    )
+    max_files: int = Field(
+        default=20_000,
+        gt=0,
+        description="Most files in one upload; a zip archive with more entries is refused.",
+    )
+    max_zip_ratio: float = Field(
+        default=100.0,
+        gt=1,
+        description="Zip-bomb guard: an entry that inflates more than this many times (and to "
+        "more than 1 MiB) is refused (``zip-bomb``).",
+    )
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Settings:
+        """Make paths absolute, fill the derived defaults, refuse unsafe production settings."""
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'ie.db'}"
+        self.corpus_dir = (
+            self.corpus_dir.expanduser().resolve()
+            if self.corpus_dir is not None
+            else self.data_dir / "corpus"
+        )
+        if self.env == "production":
+            secret = self.secret_key.get_secret_value().strip()
+            if not secret or secret == DEVELOPMENT_SECRET:
+                raise ValueError(
+                    "IE_SECRET_KEY must be set to a secret of your own when IE_ENV=production "
+                    "(it is empty or still the development default); for example: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        return self
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Folder holding one sub-folder per upload."""
+        return self.data_dir / "uploads"
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use and cached."""
+    return Settings()

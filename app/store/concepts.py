@@ -1,0 +1,129 @@
+"""A run's concept vocabulary and the policy's latest view of each concept.
+
+Store functions flush but never commit; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.store.models import Concept
+from app.store.upsert import chunks, dialect_insert
+from app.store.values import finite_or_none
+
+ConceptSort = Literal["reward", "probability", "mu", "sigma", "queried", "index", "lemma"]
+
+OPTIONAL: Final = (
+    "text", "source", "mu", "sigma", "probability", "tier", "times_queried",
+    "observed_reward_mean",
+)
+"""Fields a concept row may carry besides ``concept_index`` and ``lemma``."""
+FLOATS: Final = frozenset({"mu", "sigma", "probability", "observed_reward_mean"})
+DEFAULTS: Final[dict[str, Any]] = {"text": "", "source": "wordnet", "times_queried": 0}
+"""Values of the NOT NULL fields for a row that lacks a field the first row has."""
+
+
+def _row(run_id: int, given: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The insert row of one concept: ``index`` read as ``concept_index``, floats made finite."""
+    row: dict[str, Any] = {"run_id": run_id}
+    for key in keys:
+        value = given.get(key)
+        if key == "concept_index" and value is None:
+            value = given.get("index")
+        if value is None:
+            value = DEFAULTS.get(key)
+        row[key] = finite_or_none(value) if key in FLOATS else value
+    return row
+
+
+def upsert_concepts(session: Session, run_id: int, concepts: Iterable[Mapping[str, Any]]) -> int:
+    """Insert or update concepts of run ``run_id`` in bulk; return how many were written.
+
+    Each mapping has ``concept_index`` (or ``index``, as in the engine's ``Concept``) and
+    ``lemma``, and may have any of :data:`OPTIONAL`. The optional fields present in the *first*
+    mapping are written for every row (a row lacking one writes NULL, or the default of a NOT
+    NULL field); the others keep their stored value on an update (or their default on an
+    insert). A concept given twice is written once, as last given.
+    ``vetoed`` is never touched here: vetoes own it.
+    """
+    given = list(concepts)
+    if not given:
+        return 0
+    keys = ("concept_index", "lemma", *(k for k in OPTIONAL if k in given[0]))
+    by_index = {row["concept_index"]: row for row in (_row(run_id, c, keys) for c in given)}
+    rows = list(by_index.values())  # one statement may not update a row twice (PostgreSQL)
+    session.flush()
+    for chunk in chunks(rows):
+        stmt = dialect_insert(session, Concept).values(list(chunk))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "concept_index"],
+            set_={k: stmt.excluded[k] for k in keys if k != "concept_index"},
+        )
+        session.execute(stmt)
+    session.expire_all()  # objects already loaded in this session may be stale now
+    return len(rows)
+
+
+def get_concept(session: Session, run_id: int, concept_index: int) -> Concept | None:
+    """Concept ``concept_index`` of run ``run_id``, or None."""
+    stmt = select(Concept).where(Concept.run_id == run_id, Concept.concept_index == concept_index)
+    return session.scalar(stmt)
+
+
+def _order(sort: ConceptSort) -> list[Any]:
+    """Best first for figures (missing figures last), alphabetical or vocabulary order else."""
+    figure = {
+        "reward": Concept.observed_reward_mean,
+        "probability": Concept.probability,
+        "mu": Concept.mu,
+        "sigma": Concept.sigma,
+        "queried": Concept.times_queried,
+    }
+    if sort in figure:
+        return [figure[sort].desc().nulls_last(), Concept.concept_index]
+    if sort == "lemma":
+        return [Concept.lemma, Concept.concept_index]
+    if sort == "index":
+        return [Concept.concept_index]
+    raise ValueError(f"unknown concept sort {sort!r}")
+
+
+def list_concepts(
+    session: Session,
+    run_id: int,
+    *,
+    sort: ConceptSort = "reward",
+    search: str | None = None,
+    vetoed: bool | None = None,
+    page: int = 1,
+    page_size: int = 50,
+) -> tuple[list[Concept], int]:
+    """One page of run ``run_id``'s concepts and how many match in all.
+
+    ``search`` matches anywhere in the lemma or the text, ignoring case (``%`` and ``_`` are
+    literal). ``vetoed`` keeps only vetoed (True) or only live (False) concepts.
+    """
+    where: list[ColumnElement[bool]] = [Concept.run_id == run_id]
+    term = (search or "").strip().lower()
+    if term:
+        where.append(
+            or_(
+                func.lower(Concept.lemma).contains(term, autoescape=True),
+                func.lower(Concept.text).contains(term, autoescape=True),
+            )
+        )
+    if vetoed is not None:
+        where.append(Concept.vetoed.is_(vetoed))
+    total = session.scalar(select(func.count()).select_from(Concept).where(*where)) or 0
+    stmt = (
+        select(Concept)
+        .where(*where)
+        .order_by(*_order(sort))
+        .limit(page_size)
+        .offset((max(page, 1) - 1) * page_size)
+    )
+    return list(session.scalars(stmt)), total

@@ -1,0 +1,84 @@
+"""Web images a run downloaded. Store functions flush but never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from app.store.models import Image
+from app.store.upsert import chunks, dialect_insert
+from app.store.values import finite_or_none
+
+TEXT_FIELDS = (
+    "query", "dhash", "image_url", "page_url", "title", "license", "creator", "engine", "category",
+)
+
+
+def _row(run_id: int, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The insert row of one image record (the engine's ``ImageRecord`` as a dict)."""
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "iteration": int(given["iteration"]),
+        "concept_index": int(given["concept_index"]),
+        "path": str(given["path"]),
+        "sha256": str(given["sha256"]),
+        "reward": finite_or_none(given.get("reward")),
+        "kept": bool(given.get("kept", False)),
+    }
+    for key in TEXT_FIELDS:
+        row[key] = str(given.get(key) or "")
+    return row
+
+
+def add_images(session: Session, run_id: int, images: Iterable[Mapping[str, Any]]) -> int:
+    """Store images of run ``run_id``, skipping any whose sha256 the run already has.
+
+    Each mapping carries ``iteration``, ``concept_index``, ``path`` (relative to ``data_dir``)
+    and ``sha256``, plus any of the provenance fields and ``reward``/``kept``. Duplicates within
+    ``images`` and against stored rows are skipped silently (the engine records its own
+    ``duplicate`` failures). Returns how many rows were inserted.
+    """
+    rows = [_row(run_id, image) for image in images]
+    session.flush()
+    inserted = 0
+    for chunk in chunks(rows):
+        stmt = (
+            dialect_insert(session, Image)
+            .values(list(chunk))
+            .on_conflict_do_nothing(index_elements=["run_id", "sha256"])
+            .returning(Image.id)
+        )
+        inserted += len(session.execute(stmt).all())
+    return inserted
+
+
+def images_for(
+    session: Session,
+    run_id: int,
+    *,
+    concept_index: int | None = None,
+    iteration: int | None = None,
+    page: int = 1,
+    page_size: int = 60,
+) -> tuple[list[Image], int]:
+    """One page of run ``run_id``'s images (best reward first) and how many match in all.
+
+    ``concept_index`` and ``iteration`` narrow the selection; both may be given.
+    """
+    where: list[ColumnElement[bool]] = [Image.run_id == run_id]
+    if concept_index is not None:
+        where.append(Image.concept_index == concept_index)
+    if iteration is not None:
+        where.append(Image.iteration == iteration)
+    total = session.scalar(select(func.count()).select_from(Image).where(*where)) or 0
+    stmt = (
+        select(Image)
+        .where(*where)
+        .order_by(Image.reward.desc().nulls_last(), Image.id)
+        .limit(page_size)
+        .offset((max(page, 1) - 1) * page_size)
+    )
+    return list(session.scalars(stmt)), total

@@ -1,0 +1,166 @@
+"""Runs: creation, reading, and the status state machine.
+
+Store functions flush but never commit; the caller owns the transaction.
+
+The run state machine (:data:`TRANSITIONS`)::
+
+    from        to
+    draft       queued, cancelled
+    queued      running, paused, cancelling, cancelled, failed
+    running     queued (the worker lost its lease), paused, cancelling, finished, failed
+    paused      queued (resume), cancelled, failed
+    cancelling  cancelled, failed
+    failed      queued (resume from the last checkpoint)
+    cancelled   -  (final)
+    finished    -  (final)
+
+Setting the status a run already has is a no-op, so a redelivered worker message cannot fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, IllegalTransition, NotFound
+from app.store.events import add_event
+from app.store.models import Run, RunStatus, Upload, utcnow
+from app.store.values import clean_json
+
+S = RunStatus
+TRANSITIONS: Final[Mapping[RunStatus, frozenset[RunStatus]]] = {
+    S.DRAFT: frozenset({S.QUEUED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLING, S.CANCELLED, S.FAILED}),
+    S.RUNNING: frozenset({S.QUEUED, S.PAUSED, S.CANCELLING, S.FINISHED, S.FAILED}),
+    S.PAUSED: frozenset({S.QUEUED, S.CANCELLED, S.FAILED}),
+    S.CANCELLING: frozenset({S.CANCELLED, S.FAILED}),
+    S.CANCELLED: frozenset(),
+    S.FINISHED: frozenset(),
+    S.FAILED: frozenset({S.QUEUED}),
+}
+"""Allowed status changes: ``TRANSITIONS[current]`` is the set of statuses it may go to."""
+
+ENDED: Final = frozenset({S.CANCELLED, S.FINISHED, S.FAILED})
+"""Statuses in which no worker holds the run."""
+
+
+def create_run(
+    session: Session,
+    *,
+    name: str,
+    config: Mapping[str, Any],
+    upload_id: int | None = None,
+) -> Run:
+    """A new draft run. ``config`` is an ``ExplorerConfig.to_dict()``; ``upload_id`` must exist."""
+    if upload_id is not None and session.get(Upload, upload_id) is None:
+        raise NotFound(f"upload {upload_id} does not exist")
+    run = Run(name=name, config=clean_json(dict(config)), upload_id=upload_id)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    """The run ``run_id``; :class:`NotFound` when there is none."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist")
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    status: RunStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Run]:
+    """Runs, newest first, optionally only those with ``status``."""
+    stmt = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
+    if status is not None:
+        stmt = stmt.where(Run.status == status)
+    return list(session.scalars(stmt))
+
+
+def set_run_status(
+    session: Session,
+    run_id: int,
+    status: RunStatus | str,
+    *,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> Run:
+    """Move run ``run_id`` to ``status`` if :data:`TRANSITIONS` allows it, and record an event.
+
+    Raises :class:`IllegalTransition` otherwise, and :class:`Conflict` when a run without target
+    images is queued. Side effects: ``running`` stamps ``started_at`` (first time only); an
+    ended status stamps ``finished_at`` and drops the lease; ``failed`` stores ``error``;
+    ``queued`` clears the error of an earlier failure. A ``status`` event carries the change.
+    """
+    run = get_run(session, run_id)
+    new = RunStatus(status)
+    current = RunStatus(run.status)
+    if new == current:
+        return run
+    if new not in TRANSITIONS[current]:
+        allowed = sorted(s.value for s in TRANSITIONS[current])
+        raise IllegalTransition(run_id, current.value, new.value, allowed)
+    if new == S.QUEUED and run.upload_id is None:
+        raise Conflict(f"run {run_id} has no target images: choose an upload before starting it")
+    now = now or utcnow()
+    run.status = new
+    run.updated_at = now
+    if new == S.RUNNING and run.started_at is None:
+        run.started_at = now
+    if new in ENDED:
+        run.finished_at = now
+        run.worker_id = None
+        run.lease_until = None
+    if new == S.FAILED:
+        run.error = error or "the run failed (no reason given)"
+    elif new == S.QUEUED:
+        run.error = None
+        run.finished_at = None
+    payload: dict[str, Any] = {"status": new.value, "previous": current.value}
+    if new == S.FAILED:
+        payload["error"] = run.error
+    add_event(session, run_id, "status", payload)
+    session.flush()
+    return run
+
+
+def set_run_progress(
+    session: Session,
+    run_id: int,
+    *,
+    iteration: int | None = None,
+    phase: str | None = None,
+    done: int | None = None,
+    total: int | None = None,
+    now: datetime | None = None,
+) -> Run:
+    """Record where a running run is (for the dashboard); also counts as a heartbeat.
+
+    Arguments left None keep their stored value, except ``done`` and ``total``, which are reset
+    whenever ``phase`` changes.
+    """
+    run = get_run(session, run_id)
+    now = now or utcnow()
+    if iteration is not None:
+        run.iteration = iteration
+    if phase is not None and phase != run.phase:
+        run.phase = phase
+        run.phase_done = None
+        run.phase_total = None
+    if done is not None:
+        run.phase_done = done
+    if total is not None:
+        run.phase_total = total
+    run.heartbeat_at = now
+    run.updated_at = now
+    session.flush()
+    return run
