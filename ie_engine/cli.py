@@ -188,7 +188,8 @@ def _explore(args: argparse.Namespace) -> int:
                                             progress=progress)
     if class_names:
         allowed = restrict_to_label_set(
-            vocab, embeddings, embeddings[class_concepts], fraction=cfg.vocabulary.label_set_fraction
+            vocab, embeddings, embeddings[class_concepts],
+            fraction=cfg.vocabulary.label_set_fraction,
         )
     _say(f"vocabulary: {len(vocab)} concepts ({time.perf_counter() - t0:.1f} s)")
 

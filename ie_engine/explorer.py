@@ -266,7 +266,7 @@ class Explorer:
         m = cfg.policy.queries_per_iteration
         chosen: list[tuple[int, int]] = []  # (concept, tier)
         if self.class_concepts:
-            n_class = int(round(m * cfg.vocabulary.class_name_query_share))
+            n_class = round(m * cfg.vocabulary.class_name_query_share)
             picks = rng.choice(len(self.class_concepts), size=n_class, replace=True)
             chosen += [(self.class_concepts[int(p)], -1) for p in picks]
             m -= n_class
@@ -371,7 +371,7 @@ class Explorer:
     def _training_pool(self, new_ids: list[int], it: int) -> list[int]:
         """This iteration's web images: all new ones plus replay sampled at PCR x their number."""
         replay_ids = [i for i in self.replay.image_ids() if self.images[i].iteration < it]
-        n_old = min(len(replay_ids), int(round(self.config.reward.pcr * max(1, len(new_ids)))))
+        n_old = min(len(replay_ids), round(self.config.reward.pcr * max(1, len(new_ids))))
         rng = np.random.default_rng([self.config.seed, it, 1])
         old = rng.choice(replay_ids, size=n_old, replace=False).tolist() if n_old else []
         return new_ids + [int(i) for i in old]
@@ -380,7 +380,7 @@ class Explorer:
         """A batch maker: ``target_fraction`` of each batch from the target, the rest from
         ``pool``; with an empty pool (target-only) the batch is the target share alone."""
         batch = self.config.train.batch_size
-        n_target = max(2, int(round(batch * self.config.target_fraction)))
+        n_target = max(2, round(batch * self.config.target_fraction))
         n_web = batch - n_target if pool else 0
         pool_pixels = self._stack(pool) if pool and n_web else None
 

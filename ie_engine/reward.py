@@ -78,7 +78,7 @@ class ReplayBuffer:
         """Keep the best ``keep_fraction`` of ``entries`` (at least one if any); return them."""
         if not entries:
             return []
-        n_keep = max(1, int(round(len(entries) * self.keep_fraction)))
+        n_keep = max(1, round(len(entries) * self.keep_fraction))
         # Ties broken by image id so the buffer is deterministic.
         kept = sorted(entries, key=lambda e: (-e.reward, e.image_id))[:n_keep]
         self.entries.extend(kept)
