@@ -247,6 +247,7 @@ def _explore(args: argparse.Namespace) -> int:
                 + "; " + ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items())
             )
     finally:
+        explorer.close()
         if handle is not None:
             handle.stop()
 

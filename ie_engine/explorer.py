@@ -140,6 +140,9 @@ class Explorer:
         self.history: list[dict[str, Any]] = []
         self.iteration = 0  # iterations completed
         self._pixels: dict[int, np.ndarray] = {}
+        # One event loop for the whole run: engines keep HTTP sessions (bound to a loop) across
+        # iterations. Closed by close().
+        self._loop = asyncio.new_event_loop()
         for sub in ("images", "iterations"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -329,7 +332,7 @@ class Explorer:
 
             return list(await asyncio.gather(*(one(q) for q in queries)))
 
-        out = asyncio.run(run_all())
+        out = self._loop.run_until_complete(run_all())
         self.progress.finish("search")
         return out
 
@@ -341,7 +344,7 @@ class Explorer:
             target_hashes=self.target_hashes,
             dedup=self.dedup,
         )
-        report = asyncio.run(
+        report = self._loop.run_until_complete(
             downloader.fetch_all(requests, progress=self.progress, should_stop=self.should_stop)
         )
         new_ids: list[int] = []
@@ -412,6 +415,21 @@ class Explorer:
     def _check_stop(self) -> None:
         if self.should_stop():
             raise Cancelled("the run was asked to stop")
+
+    def close(self) -> None:
+        """Close the engine's HTTP session (if it has one) and the run's event loop."""
+        if self._loop.is_closed():
+            return
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            self._loop.run_until_complete(close())
+        self._loop.close()
+
+    def __enter__(self) -> Explorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ================================================================== vetoes (any time)
     def veto(self, concepts: list[int]) -> int:
@@ -529,6 +547,10 @@ class Explorer:
     def _save(self) -> None:
         _write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
         save_checkpoint(self.checkpoint_path, self.state_dict())
+        # Written after the checkpoint: says which iteration a resume would continue from.
+        _write_text(self.run_dir / "run.json", json.dumps(
+            {"iterations_done": self.iteration, "images": len(self.images),
+             "checkpoint": self.checkpoint_path.name, "saved_at": time.time()}))
 
     def resume(self) -> None:
         """Load the run folder's checkpoint (raises CheckpointError if there is none)."""

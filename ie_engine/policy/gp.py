@@ -107,7 +107,7 @@ def predict_gp(
     var = np.empty(n_total, dtype=np.float32)
     with torch.no_grad():
         for start in range(0, n_total, _CHUNK):
-            z = torch.from_numpy(np.ascontiguousarray(x[start : start + _CHUNK], dtype=np.float32))
+            z = torch.from_numpy(np.array(x[start : start + _CHUNK], dtype=np.float32))
             sq = (z * z).sum(1, keepdim=True) + train_sq[None, :] - 2.0 * (z @ x_train.T)
             k = signal * torch.exp(-0.5 * sq.clamp_min(0.0) / (length * length))  # (c, n)
             mu[start : start + len(z)] = (k @ alpha).numpy()

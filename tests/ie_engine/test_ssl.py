@@ -166,12 +166,12 @@ def test_eval_transform() -> None:
 
 
 def test_backbone_stems_and_dims() -> None:
-    assert stem_stride(32) == 1 and stem_stride(64) is None and stem_stride(224) is None
+    assert stem_stride(32) == 2 and stem_stride(64) is None and stem_stride(224) is None
     net, dim = build_backbone("resnet18", 32)
     assert dim == 512
     conv1 = net.get_submodule("conv1")
     assert isinstance(conv1, torch.nn.Conv2d)
-    assert conv1.kernel_size == (3, 3) and conv1.stride == (1, 1)
+    assert conv1.kernel_size == (3, 3) and conv1.stride == (2, 2)
     assert isinstance(net.maxpool, torch.nn.Identity)
     with torch.no_grad():
         net.eval()

@@ -1,0 +1,137 @@
+"""On-disk caches of the vocabulary: atomic file writes and the concept-embedding cache.
+
+Embedding the whole WordNet vocabulary takes minutes on a CPU, and every run needs the same
+matrix, so it is computed once per (embedder, texts) pair and kept as a ``.npy`` file that is
+memory-mapped on later runs (a fraction of a second instead of minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from ie_engine.errors import EmbeddingError
+from ie_engine.types import ProgressSink, TextEmbedder
+
+CACHE_FORMAT_VERSION = 1
+"""Bumped when the layout of a cache file changes, so old files are simply not found."""
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write ``path`` through ``write(file)`` so that readers see the old file or the new one.
+
+    The bytes go to a temporary file in the same folder, are flushed and fsynced, and the file is
+    then renamed over ``path`` (``os.replace`` is atomic on POSIX). A crash leaves at worst a
+    stray ``.tmp`` file, never a half-written ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide a shared cache
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename in ``folder`` (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def embedding_cache_key(texts: list[str], embedder_name: str, dim: int) -> str:
+    """sha256 (hex) over the embedder's name, its dimension and every text, in order.
+
+    Each part is length-prefixed, so no two different lists of texts can hash alike by
+    shifting characters between neighbours.
+    """
+    h = hashlib.sha256()
+    h.update(f"ie-embeddings-v{CACHE_FORMAT_VERSION}".encode())
+    for part in (embedder_name, str(dim), str(len(texts)), *texts):
+        data = part.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def embedding_cache_path(texts: list[str], embedder: TextEmbedder, cache_dir: Path) -> Path:
+    """Where the embeddings of ``texts`` by ``embedder`` are (or will be) cached."""
+    key = embedding_cache_key(texts, embedder.name, int(embedder.dim))
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", embedder.name).strip("._") or "embedder"
+    return cache_dir / f"{safe_name}-{key}.npy"
+
+
+def _load_cached(path: Path, n: int, dim: int) -> np.ndarray | None:
+    """The cached matrix, memory-mapped read-only; None when absent, corrupt or mis-shaped."""
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if arr.shape != (n, dim) or arr.dtype != np.float32:
+        return None
+    return np.asarray(arr)
+
+
+def load_or_compute_embeddings(
+    texts: list[str],
+    embedder: TextEmbedder,
+    cache_dir: Path,
+    *,
+    progress: ProgressSink | None = None,
+) -> np.ndarray:
+    """Embeddings of ``texts`` as a read-only float32 array (len(texts), embedder.dim).
+
+    The first call embeds and saves ``{cache_dir}/{embedder}-{sha256}.npy`` atomically; later
+    calls with the same embedder name and the same texts memory-map that file (fast, and the
+    pages are shared between processes). A corrupt, truncated or mis-shaped cache file is
+    recomputed and replaced, never fatal. Raises :class:`EmbeddingError` when the embedder
+    returns an array of the wrong shape or with non-finite values.
+    """
+    dim = int(embedder.dim)
+    if not texts:
+        empty = np.zeros((0, dim), dtype=np.float32)
+        empty.setflags(write=False)
+        return empty
+    path = embedding_cache_path(texts, embedder, cache_dir)
+    cached = _load_cached(path, len(texts), dim)
+    if cached is not None:
+        return cached
+
+    raw = embedder.embed(list(texts), progress=progress)
+    vectors = np.ascontiguousarray(np.asarray(raw, dtype=np.float32))
+    if vectors.shape != (len(texts), dim):
+        raise EmbeddingError(
+            f"embedder {embedder.name!r} returned shape {vectors.shape}, "
+            f"expected {(len(texts), dim)}"
+        )
+    if not np.isfinite(vectors).all():
+        raise EmbeddingError(f"embedder {embedder.name!r} returned non-finite values")
+    atomic_write(path, lambda fh: np.save(fh, vectors, allow_pickle=False))
+    vectors.setflags(write=False)
+    return vectors
