@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
+from app.errors import InvalidInput
+from app.services.dashboard import Show, View
 from app.settings import Settings
+from app.store.concepts import ConceptSort
 from app.store.db import session_scope
 
 
@@ -29,7 +33,51 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+async def get_form(request: Request) -> FormData:
+    """The request's form fields (URL-encoded or multipart), read before a sync route runs."""
+    return await request.form()
+
+
+def _optional_int(name: str, text: str | None) -> int | None:
+    """A whole-number query parameter that an empty form field leaves out (``concept=``)."""
+    if text is None or not text.strip():
+        return None
+    if not text.strip().isdigit():
+        raise InvalidInput(f"{name}: {text.strip()[:40]!r} is not a whole number")
+    return int(text.strip())
+
+
+def get_view(
+    sort: ConceptSort = "reward",
+    q: Annotated[str, Query(max_length=200)] = "",
+    show: Show = "all",
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    concept: Annotated[str | None, Query(max_length=12)] = None,
+    iteration: Annotated[str | None, Query(max_length=12)] = None,
+    gpage: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    qiter: Annotated[str | None, Query(max_length=12)] = None,
+    pick: Annotated[list[int] | None, Query(max_length=1000)] = None,
+) -> View:
+    """The dashboard's view, from the query string (see :class:`~app.services.dashboard.View`).
+
+    ``concept``, ``iteration`` and ``qiter`` may be empty (a form's blank field = no filter).
+    """
+    return View(
+        sort=sort,
+        q=q.strip(),
+        show=show,
+        page=page,
+        concept=_optional_int("concept", concept),
+        iteration=_optional_int("iteration", iteration),
+        gpage=gpage,
+        qiter=_optional_int("qiter", qiter),
+        picks=frozenset(pick or ()),
+    )
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ViewDep = Annotated[View, Depends(get_view)]
+FormDep = Annotated[FormData, Depends(get_form)]
 # scope="function": commit before the response is sent, so a failed commit is an error page,
 # not a success page for data that was never stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
 
 from app.errors import AppError
-from app.routes import home, uploads
+from app.routes import control, home, live, runs, uploads
+from app.services import dashboard
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, make_session_factory
 from app.store.migrate import upgrade
@@ -51,10 +52,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.templates = make_templates()
+    app.state.templates.env.globals.update(
+        refresh_on=dashboard.REFRESH_ON, sse_kinds=dashboard.SSE_KINDS
+    )
+    app.state.open_streams = 0  # event streams being served now (see app.routes.live)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(home.router)
     app.include_router(uploads.router)
+    app.include_router(runs.router)
+    app.include_router(control.router)
+    app.include_router(live.router)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

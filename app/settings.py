@@ -48,6 +48,30 @@ class Settings(BaseSettings):
         description="Redis URL for live-update pub/sub. None = the event stream polls the "
         "database instead.",
     )
+    sse_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Without Redis: how often an open event stream looks for new events.",
+    )
+    sse_fallback_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="With Redis: how often an event stream looks anyway, so a lost "
+        "notification delays an update by at most this long.",
+    )
+    sse_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="An idle event stream sends a comment line this often, so proxies keep "
+        "it open and a vanished browser is noticed.",
+    )
+    sse_holdback_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="PostgreSQL only: how long an event stream waits for an event id that is "
+        "missing below newer ones (its transaction may still commit) before passing it by. "
+        "SQLite has one writer at a time, so its ids always appear in order.",
+    )
     secret_key: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_SECRET),
         description="Key for signing cookies and tokens. Must be set (and not the development "

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(wordnet-base wordnet-sense-index openclipart-png openclipart-svg tuxpaint-stamps-default)
+command -v npm >/dev/null || DEB_PACKAGES+=(nodejs npm)
 if [[ "${IE_WITH_BROWSER:-0}" == "1" ]]; then DEB_PACKAGES+=(chromium); fi
 
 missing=()
@@ -35,3 +36,6 @@ if [[ ! -f $stamp ]]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+
+# Front-end libraries (htmx, its SSE extension, Chart.js) from the npm lock file.
+bash scripts/vendor-static.sh

@@ -19,10 +19,10 @@ ConceptSort = Literal["reward", "probability", "mu", "sigma", "queried", "index"
 
 OPTIONAL: Final = (
     "text", "source", "mu", "sigma", "probability", "tier", "times_queried",
-    "observed_reward_mean",
+    "observed_reward_mean", "map_x", "map_y",
 )
 """Fields a concept row may carry besides ``concept_index`` and ``lemma``."""
-FLOATS: Final = frozenset({"mu", "sigma", "probability", "observed_reward_mean"})
+FLOATS: Final = frozenset({"mu", "sigma", "probability", "observed_reward_mean", "map_x", "map_y"})
 DEFAULTS: Final[dict[str, Any]] = {"text": "", "source": "wordnet", "times_queried": 0}
 """Values of the NOT NULL fields for a row that lacks a field the first row has."""
 
@@ -125,5 +125,40 @@ def list_concepts(
         .order_by(*_order(sort))
         .limit(page_size)
         .offset((max(page, 1) - 1) * page_size)
+    )
+    return list(session.scalars(stmt)), total
+
+
+def concepts_by_index(session: Session, run_id: int, indices: Iterable[int]) -> dict[int, Concept]:
+    """The concepts of run ``run_id`` among ``indices``, by index (unknown indices left out)."""
+    wanted = sorted(set(indices))
+    found: dict[int, Concept] = {}
+    for chunk in chunks(wanted):
+        stmt = select(Concept).where(Concept.run_id == run_id, Concept.concept_index.in_(chunk))
+        found.update((c.concept_index, c) for c in session.scalars(stmt))
+    return found
+
+
+def map_points(session: Session, run_id: int, *, max_points: int) -> tuple[list[Concept], int]:
+    """Concepts of run ``run_id`` placed on the concept map, thinned to about ``max_points``,
+    and how many are placed in all.
+
+    Every queried or vetoed concept is kept; the others are thinned by a stride over the
+    vocabulary order (the same concepts at every call, so the map does not flicker).
+    """
+    placed = [Concept.run_id == run_id, Concept.map_x.is_not(None), Concept.map_y.is_not(None)]
+    total = session.scalar(select(func.count()).select_from(Concept).where(*placed)) or 0
+    stride = max(1, -(-total // max(max_points, 1)))
+    stmt = (
+        select(Concept)
+        .where(
+            *placed,
+            or_(
+                Concept.concept_index % stride == 0,
+                Concept.times_queried > 0,
+                Concept.vetoed.is_(True),
+            ),
+        )
+        .order_by(Concept.concept_index)
     )
     return list(session.scalars(stmt)), total

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from app.store.models import Image
@@ -82,3 +82,44 @@ def images_for(
         .offset((max(page, 1) - 1) * page_size)
     )
     return list(session.scalars(stmt)), total
+
+
+def get_image(session: Session, run_id: int, image_id: int) -> Image | None:
+    """Image ``image_id`` if it belongs to run ``run_id``, else None."""
+    image = session.get(Image, image_id)
+    return image if image is not None and image.run_id == run_id else None
+
+
+def image_stats_by_concept(
+    session: Session, run_id: int, iteration: int
+) -> dict[int, tuple[int, float | None]]:
+    """For iteration ``iteration`` of run ``run_id``: per concept, how many images are stored
+    so far and their mean reward (None while none is scored)."""
+    stmt = (
+        select(Image.concept_index, func.count(), func.avg(Image.reward))
+        .where(Image.run_id == run_id, Image.iteration == iteration)
+        .group_by(Image.concept_index)
+    )
+    return {
+        int(index): (int(n), None if mean is None else float(mean))
+        for index, n, mean in session.execute(stmt)
+    }
+
+
+def kept_by_iteration(session: Session, run_id: int) -> dict[int, tuple[int, int]]:
+    """Per iteration of run ``run_id``: (images stored, images kept in the replay buffer)."""
+    kept = func.sum(case((Image.kept.is_(True), 1), else_=0))
+    stmt = (
+        select(Image.iteration, func.count(), kept)
+        .where(Image.run_id == run_id)
+        .group_by(Image.iteration)
+    )
+    return {int(it): (int(n), int(k or 0)) for it, n, k in session.execute(stmt)}
+
+
+def image_iterations(session: Session, run_id: int) -> list[int]:
+    """The iteration numbers of run ``run_id`` that have images, in order."""
+    stmt = (
+        select(Image.iteration).where(Image.run_id == run_id).distinct().order_by(Image.iteration)
+    )
+    return list(session.scalars(stmt))

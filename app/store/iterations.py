@@ -102,3 +102,27 @@ def add_queries(
     for chunk in chunks(rows):
         session.execute(dialect_insert(session, Query).values(list(chunk)))
     return len(rows)
+
+
+def list_iterations(session: Session, run_id: int) -> list[Iteration]:
+    """Run ``run_id``'s recorded iterations, in order."""
+    stmt = select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.number)
+    return list(session.scalars(stmt))
+
+
+def query_iterations(session: Session, run_id: int) -> list[int]:
+    """The iteration numbers of run ``run_id`` that have queries, in order."""
+    stmt = (
+        select(Query.iteration).where(Query.run_id == run_id).distinct().order_by(Query.iteration)
+    )
+    return list(session.scalars(stmt))
+
+
+def queries_for(session: Session, run_id: int, iteration: int) -> list[Query]:
+    """The queries of iteration ``iteration`` of run ``run_id``, in the order they were stored."""
+    stmt = (
+        select(Query)
+        .where(Query.run_id == run_id, Query.iteration == iteration)
+        .order_by(Query.id)
+    )
+    return list(session.scalars(stmt))

@@ -37,6 +37,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -214,6 +215,13 @@ class Run(Base):
     """The lease runs out at this time unless the worker renews it."""
     heartbeat_at: Mapped[datetime | None]
     """When the worker last said it was alive."""
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A person asked the run to pause: the worker finishes the iteration in progress, then
+    sets ``paused`` (which clears this flag). The status stays ``running`` until then."""
+    search_engine: Mapped[str] = mapped_column(
+        String(32), default="offline", server_default="offline"
+    )
+    """The image web the worker searches: ``offline`` is the built-in corpus on loopback."""
 
 
 class Iteration(Base):
@@ -265,6 +273,10 @@ class Concept(Base):
     times_queried: Mapped[int] = mapped_column(default=0)
     observed_reward_mean: Mapped[float | None] = mapped_column(Float)
     vetoed: Mapped[bool] = mapped_column(Boolean, default=False)
+    map_x: Mapped[float | None] = mapped_column(Float)
+    map_y: Mapped[float | None] = mapped_column(Float)
+    """Where the concept sits on the dashboard's concept map (a 2-D projection of its text
+    embedding, written by the worker); None until then."""
 
 
 class Query(Base):

@@ -15,6 +15,11 @@ The run state machine (:data:`TRANSITIONS`)::
     finished    -  (final)
 
 Setting the status a run already has is a no-op, so a redelivered worker message cannot fail.
+
+Pausing is asked, not imposed: :func:`request_pause` raises ``pause_requested`` on a running run,
+and the worker moves it to ``paused`` at the next iteration boundary. ``paused``, ``cancelling``
+and the ended statuses clear the flag; :func:`withdraw_pause` clears it while the run is still
+running.
 """
 
 from __future__ import annotations
@@ -54,19 +59,30 @@ def create_run(
     name: str,
     config: Mapping[str, Any],
     upload_id: int | None = None,
+    search_engine: str = "offline",
 ) -> Run:
     """A new draft run. ``config`` is an ``ExplorerConfig.to_dict()``; ``upload_id`` must exist."""
     if upload_id is not None and session.get(Upload, upload_id) is None:
         raise NotFound(f"upload {upload_id} does not exist")
-    run = Run(name=name, config=clean_json(dict(config)), upload_id=upload_id)
+    run = Run(
+        name=name,
+        config=clean_json(dict(config)),
+        upload_id=upload_id,
+        search_engine=search_engine,
+    )
     session.add(run)
     session.flush()
     return run
 
 
-def get_run(session: Session, run_id: int) -> Run:
-    """The run ``run_id``; :class:`NotFound` when there is none."""
-    run = session.get(Run, run_id)
+def get_run(session: Session, run_id: int, *, for_update: bool = False) -> Run:
+    """The run ``run_id``; :class:`NotFound` when there is none.
+
+    ``for_update`` locks the row until the transaction ends (``SELECT ... FOR UPDATE`` on
+    PostgreSQL; SQLite has one writer at a time anyway), so a check-then-change cannot race
+    another writer's.
+    """
+    run = session.get(Run, run_id, with_for_update=for_update or None)
     if run is None:
         raise NotFound(f"run {run_id} does not exist")
     return run
@@ -120,6 +136,8 @@ def set_run_status(
         run.finished_at = now
         run.worker_id = None
         run.lease_until = None
+    if new in (S.PAUSED, S.CANCELLING) or new in ENDED:
+        run.pause_requested = False  # done, or overtaken by a cancel
     if new == S.FAILED:
         run.error = error or "the run failed (no reason given)"
     elif new == S.QUEUED:
@@ -162,5 +180,32 @@ def set_run_progress(
         run.phase_total = total
     run.heartbeat_at = now
     run.updated_at = now
+    session.flush()
+    return run
+
+
+def request_pause(session: Session, run_id: int, *, now: datetime | None = None) -> Run:
+    """Ask running run ``run_id`` to pause at its next iteration boundary; add a ``control``
+    event. A no-op when already asked. Raises :class:`IllegalTransition` unless it is running."""
+    run = get_run(session, run_id)
+    if run.status != S.RUNNING:
+        allowed = sorted(s.value for s in TRANSITIONS[RunStatus(run.status)])
+        raise IllegalTransition(run_id, run.status.value, "pause-requested", allowed)
+    if not run.pause_requested:
+        run.pause_requested = True
+        run.updated_at = now or utcnow()
+        add_event(session, run_id, "control", {"request": "pause", "status": run.status.value})
+    session.flush()
+    return run
+
+
+def withdraw_pause(session: Session, run_id: int, *, now: datetime | None = None) -> Run:
+    """Take back a pause request of run ``run_id`` that has not taken effect; add a ``control``
+    event. A no-op when none is pending."""
+    run = get_run(session, run_id)
+    if run.pause_requested:
+        run.pause_requested = False
+        run.updated_at = now or utcnow()
+        add_event(session, run_id, "control", {"request": "resume", "status": run.status.value})
     session.flush()
     return run

@@ -29,7 +29,8 @@ def record_veto(
     concept_index: int | None = None,
     phrase: str | None = None,
 ) -> Veto:
-    """Record a request of ``action`` on run ``run_id`` and add a ``veto`` event.
+    """Record a request of ``action`` on run ``run_id`` and add a ``veto`` event (which names
+    the concept's ``lemma``, or the added phrase).
 
     ``veto``/``unveto`` name a stored ``concept_index``; ``add`` gives a ``phrase``. Raises
     :class:`NotFound` for an unknown concept, :class:`InvalidInput` for a missing argument and
@@ -44,6 +45,7 @@ def record_veto(
         if not phrase:
             raise InvalidInput("a concept to add needs a phrase")
         concept_index = None
+        lemma = phrase
     else:
         if concept_index is None:
             raise InvalidInput(f"{kind.value} needs a concept")
@@ -52,6 +54,7 @@ def record_veto(
             raise NotFound(f"run {run_id} has no concept {concept_index}")
         concept.vetoed = kind == VetoAction.VETO
         phrase = None
+        lemma = concept.lemma
     veto = Veto(
         run_id=run_id,
         concept_index=concept_index,
@@ -62,7 +65,7 @@ def record_veto(
     session.add(veto)
     session.flush()
     payload = {"veto_id": veto.id, "action": kind.value, "concept_index": concept_index}
-    add_event(session, run_id, "veto", {**payload, "phrase": phrase})
+    add_event(session, run_id, "veto", {**payload, "phrase": phrase, "lemma": lemma})
     return veto
 
 

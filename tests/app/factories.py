@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import struct
@@ -10,13 +11,14 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from sqlalchemy.orm import Session
 
 from app.store.models import Run, Upload
-from app.store.runs import create_run
+from app.store.runs import create_run, set_run_status
 from app.store.uploads import create_upload
 
 
@@ -93,3 +95,61 @@ def make_run(session: Session, *, name: str = "run", with_upload: bool = True) -
     """A draft run, on a fresh upload unless ``with_upload`` is False."""
     upload_id = make_upload(session).id if with_upload else None
     return create_run(session, name=name, config={"iterations": 3, "seed": 0}, upload_id=upload_id)
+
+
+def make_running_run(session: Session, *, name: str = "run", accepted: int = 5) -> Run:
+    """A run on an upload with ``accepted`` images, moved through ``queued`` to ``running``."""
+    upload = make_upload(session)
+    upload.n_accepted = accepted
+    run = create_run(session, name=name, config={"iterations": 3, "seed": 0}, upload_id=upload.id)
+    set_run_status(session, run.id, "queued")
+    set_run_status(session, run.id, "running")
+    return run
+
+
+def concept_rows(n: int, *, seed: int = 0, mapped: bool = True) -> list[dict[str, Any]]:
+    """``n`` concepts as the worker upserts them: figures drawn from ``seed``, some missing,
+    ties on purpose (``mu`` to one decimal, ``times_queried`` 0-3), lowercase lemmas."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        lemma = "".join(rng.choice(letters) for _ in range(rng.randint(3, 8))) + letters[i % 26]
+        rows.append(
+            {
+                "index": i,
+                "lemma": f"{lemma}{i:03d}" if i % 7 == 0 else lemma,
+                "text": f"{lemma.upper()} (noun): thing number {i}",
+                "source": "wordnet",
+                "mu": None if i % 11 == 0 else round(rng.uniform(-1, 1), 1),
+                "sigma": rng.uniform(0, 1),
+                "probability": rng.uniform(0, 0.1),
+                "tier": i % 3,
+                "times_queried": rng.randint(0, 3),
+                "observed_reward_mean": None if i % 5 == 0 else rng.uniform(0, 1),
+                "map_x": rng.uniform(-5, 5) if mapped else None,
+                "map_y": rng.uniform(-5, 5) if mapped else None,
+            }
+        )
+    return rows
+
+
+def image_row(run_id: int, key: str, **fields: Any) -> dict[str, Any]:
+    """An image record as the worker stores it (``path`` relative to ``data_dir``)."""
+    return {
+        "iteration": 1,
+        "concept_index": 0,
+        "path": f"runs/{run_id}/images/{key}.png",
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+        "title": f"image {key}",
+        **fields,
+    }
+
+
+def write_image(data_dir: Path, relative: str, seed: int = 0) -> bytes:
+    """A real PNG written at ``data_dir/relative``; returns its bytes."""
+    data = image_bytes("PNG", seed=seed)
+    path = data_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data

@@ -1,7 +1,8 @@
 """The dependency rules of DESIGN.md, checked in a fresh interpreter.
 
-The worker imports the store (and the upload services' pure parts) without the web framework,
-and no part of the app imports torch or the engine's explorer.
+The worker imports the store (and the upload services' pure parts, and ``app.services.live``
+to announce events, and ``app.services.runs``) without the web framework, and no part of the app
+imports torch or the engine's explorer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import app.settings, app.errors
 import app.store.db, app.store.migrate, app.store.models, app.store.runs, app.store.uploads
 import app.store.events, app.store.vetoes, app.store.concepts, app.store.images
 import app.store.iterations, app.services.uploads
+import app.services.live, app.services.runs, app.services.steering, app.services.dashboard
+import app.services.images
 store_only = {m: m in sys.modules for m in ("fastapi", "starlette", "torch")}
 import app.main
 whole_app = {m: m in sys.modules for m in ("torch", "ie_engine.explorer")}

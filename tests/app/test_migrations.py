@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app.store.db import make_engine
 from app.store.migrate import downgrade, upgrade
@@ -58,6 +60,40 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0001"
+            assert MigrationContext.configure(conn).get_current_revision() == "0002"
+    finally:
+        engine.dispose()
+
+
+def test_0002_keeps_existing_rows_on_the_way_up_and_down(empty_db_url: str) -> None:
+    """Rows written at 0001 get the new columns' defaults, and going back down to 0001 drops
+    only the columns: no table is rebuilt, so nothing cascades away."""
+    upgrade(empty_db_url, "0001")
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, name, status, config, created_at, updated_at, "
+                    "iteration) VALUES (1, 'old', 'running', '{}', :t, :t, 2)"
+                ),
+                {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO concepts (run_id, concept_index, lemma, text, source, "
+                    "times_queried, vetoed) VALUES (1, 0, 'cat', '', 'wordnet', 0, false)"
+                )
+            )
+        upgrade(empty_db_url)
+        with engine.connect() as conn:
+            run = conn.execute(text("SELECT pause_requested, search_engine FROM runs")).one()
+            assert (bool(run[0]), run[1]) == (False, "offline")
+            assert conn.execute(text("SELECT map_x, map_y FROM concepts")).one() == (None, None)
+        downgrade(empty_db_url, "0001")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM concepts")).scalar() == 1
+            columns = {c["name"] for c in inspect(conn).get_columns("runs")}
+            assert "pause_requested" not in columns and "iteration" in columns
     finally:
         engine.dispose()

@@ -1,0 +1,127 @@
+"""Runs: the launch form, the dashboard page, and each region of it as a fragment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from app.deps import FormDep, SessionDep, SettingsDep, ViewDep
+from app.errors import InvalidInput
+from app.services import dashboard
+from app.services.runs import (
+    BOUNDS,
+    PRESETS,
+    SEARCH_ENGINES,
+    launch_run,
+    parse_launch_form,
+)
+from app.store.uploads import list_uploads
+from app.templating import render, render_fragment
+from ie_engine.config import make_config
+
+router = APIRouter(prefix="/runs")
+
+
+def _form_page(
+    request: Request,
+    session: SessionDep,
+    values: dict[str, str],
+    *,
+    errors: InvalidInput | None = None,
+) -> HTMLResponse:
+    uploads = [u for u in list_uploads(session, limit=200) if u.n_accepted > 0]
+    defaults = {
+        preset: {
+            "iterations": cfg.iterations,
+            "queries_per_iteration": cfg.policy.queries_per_iteration,
+            "images_per_query": cfg.search.results_per_query,
+        }
+        for preset in PRESETS
+        for cfg in [make_config(preset)]
+    }
+    context: dict[str, Any] = {
+        "uploads": uploads,
+        "values": values,
+        "error": errors,
+        "presets": PRESETS,
+        "engines": SEARCH_ENGINES,
+        "defaults": defaults,
+        "bounds": BOUNDS,
+    }
+    return render(request, "pages/launch.html", context, status_code=400 if errors else 200)
+
+
+@router.get("/new", response_class=HTMLResponse, name="new_run")
+def new_run(request: Request, session: SessionDep, upload: int | None = None) -> HTMLResponse:
+    """The launch form (``?upload=ID`` picks the upload)."""
+    values = {"upload_id": str(upload or ""), "preset": "cpu-small", "seed": "0",
+              "search_engine": "offline"}
+    return _form_page(request, session, values)
+
+
+@router.post("/new", response_model=None, name="launch_run")
+def launch(request: Request, session: SessionDep, settings: SettingsDep, form: FormDep) -> Response:
+    """Create and queue a run, then go to its dashboard; the form again (400) when a field is
+    unusable."""
+    values = {key: value for key, value in form.items() if isinstance(value, str)}
+    try:
+        run = launch_run(session, settings, parse_launch_form(values))
+    except InvalidInput as exc:
+        return _form_page(request, session, values, errors=exc)
+    return RedirectResponse(request.url_for("run", run_id=run.id), status_code=303)
+
+
+@router.get("/{run_id}", response_class=HTMLResponse, name="run")
+def run_page(request: Request, session: SessionDep, run_id: int, view: ViewDep) -> HTMLResponse:
+    """The live dashboard: the run's current state, then updates over the event stream."""
+    return render(request, "pages/run.html", dashboard.dashboard_context(session, run_id, view))
+
+
+@router.get("/{run_id}/status", response_class=HTMLResponse, name="run_status")
+def status_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+    """Status, iteration and the controls."""
+    context = dashboard.status_context(session, run_id)
+    return render_fragment(request, "partials/_run_status.html", context)
+
+
+@router.get("/{run_id}/progress", response_class=HTMLResponse, name="run_progress")
+def progress_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+    """One bar per phase of the iteration in progress."""
+    context = dashboard.progress_context(session, run_id)
+    return render_fragment(request, "partials/_run_progress.html", context)
+
+
+@router.get("/{run_id}/queries", response_class=HTMLResponse, name="run_queries")
+def queries_fragment(
+    request: Request, session: SessionDep, run_id: int, view: ViewDep
+) -> HTMLResponse:
+    """The queries of one iteration (``?qiter=N``; default: the current one)."""
+    context = dashboard.queries_context(session, run_id, view)
+    return render_fragment(request, "partials/_run_queries.html", context)
+
+
+@router.get("/{run_id}/leaderboard", response_class=HTMLResponse, name="run_leaderboard")
+def leaderboard_fragment(
+    request: Request, session: SessionDep, run_id: int, view: ViewDep
+) -> HTMLResponse:
+    """One page of the concept leaderboard (``sort``, ``q``, ``show``, ``page``, ``pick``)."""
+    context = dashboard.leaderboard_context(session, run_id, view)
+    return render_fragment(request, "partials/_run_leaderboard.html", {**context, "oob": True})
+
+
+@router.get("/{run_id}/gallery", response_class=HTMLResponse, name="run_gallery")
+def gallery_fragment(
+    request: Request, session: SessionDep, run_id: int, view: ViewDep
+) -> HTMLResponse:
+    """One page of images (``concept``, ``iteration``, ``gpage``)."""
+    context = dashboard.gallery_context(session, run_id, view)
+    return render_fragment(request, "partials/_run_gallery.html", context)
+
+
+@router.get("/{run_id}/log", response_class=HTMLResponse, name="run_log")
+def log_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+    """The newest events, newest first."""
+    context = dashboard.log_context(session, run_id)
+    return render_fragment(request, "partials/_run_log.html", context)

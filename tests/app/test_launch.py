@@ -1,0 +1,135 @@
+"""The launch form: sensible defaults, an engine-shaped config, and refusals that say why."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+
+from app.main import create_app
+from app.settings import Settings
+from app.store.db import make_session_factory, session_scope
+from app.store.events import events_after
+from app.store.models import Run, RunStatus
+from ie_engine.config import ExplorerConfig, make_config
+from tests.app.factories import make_upload
+
+
+@pytest.fixture
+def client(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url))
+    with TestClient(app) as client:
+        yield client
+
+
+def _upload(engine: Engine, *, accepted: int = 12, name: str = "birds") -> int:
+    with session_scope(make_session_factory(engine)) as session:
+        upload = make_upload(session, name=name, class_names=["parrot", "finch"], labelled=True)
+        upload.n_accepted = accepted
+        return upload.id
+
+
+def _runs(engine: Engine) -> list[Run]:
+    with make_session_factory(engine)() as session:
+        return list(session.scalars(select(Run).order_by(Run.id)))
+
+
+def test_the_form_offers_uploads_with_images_and_preset_defaults(
+    client: TestClient, engine: Engine
+) -> None:
+    chosen = _upload(engine, name="birds")
+    _upload(engine, accepted=0, name="all refused")
+    page = client.get("/runs/new", params={"upload": chosen})
+    assert page.status_code == 200
+    assert f'<option value="{chosen}" selected>' in page.text.replace("\n      ", "")
+    assert "birds" in page.text and "all refused" not in page.text
+    cpu = make_config("cpu-small")
+    queries = cpu.policy.queries_per_iteration
+    assert f"cpu-small: {cpu.iterations} iterations, {queries} queries" in page.text
+    assert 'name="seed"' in page.text and 'value="0"' in page.text
+
+
+def test_launching_queues_a_run_with_an_engine_config(client: TestClient, engine: Engine) -> None:
+    upload_id = _upload(engine)
+    form = {
+        "upload_id": str(upload_id),
+        "name": "  my   run ",
+        "search_engine": "offline",
+        "preset": "gpu-paper",
+        "iterations": "2",
+        "queries_per_iteration": "7",
+        "images_per_query": "9",
+        "seed": "5",
+        "class_names": "parrot, finch\nparrot",
+    }
+    reply = client.post("/runs/new", data=form, follow_redirects=False)
+    assert reply.status_code == 303
+    (run,) = _runs(engine)
+    assert reply.headers["location"].endswith(f"/runs/{run.id}")
+    assert (run.name, run.status, run.upload_id, run.search_engine) == (
+        "my run",
+        RunStatus.QUEUED,
+        upload_id,
+        "offline",
+    )
+    config = ExplorerConfig.from_dict(run.config)  # the worker can rebuild it
+    assert (config.preset, config.seed, config.iterations) == ("gpu-paper", 5, 2)
+    assert config.policy.queries_per_iteration == 7
+    assert config.search.results_per_query == 9
+    assert config.vocabulary.class_names == ("parrot", "finch")
+    assert config.train == make_config("gpu-paper").train
+    with make_session_factory(engine)() as session:
+        assert [e.payload["status"] for e in events_after(session, run.id)] == ["queued"]
+    dashboard = client.get(reply.headers["location"])
+    assert dashboard.status_code == 200 and "my run" in dashboard.text
+
+
+def test_empty_numbers_take_the_presets_values(client: TestClient, engine: Engine) -> None:
+    upload_id = _upload(engine)
+    reply = client.post("/runs/new", data={"upload_id": str(upload_id)}, follow_redirects=False)
+    assert reply.status_code == 303
+    (run,) = _runs(engine)
+    assert ExplorerConfig.from_dict(run.config) == make_config("cpu-small", seed=0)
+    assert run.name == "birds (cpu-small)"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"iterations": "abc"}, "iterations: 'abc' is not a whole number"),
+        ({"iterations": "2.5"}, "is not a whole number"),
+        ({"iterations": "0"}, "iterations: 0 is out of range (1 to 1000)"),
+        ({"queries_per_iteration": "-3"}, "queries per iteration: -3 is out of range"),
+        ({"images_per_query": "100000"}, "images per query: 100000 is out of range"),
+        ({"seed": "-1"}, "seed: -1 is out of range"),
+        ({"preset": "tiny"}, "preset: 'tiny' is not one of cpu-small, gpu-paper"),
+        ({"search_engine": "google"}, "search engine: 'google' is not one of offline"),
+        ({"upload_id": ""}, "upload: choose the images"),
+        ({"name": "x" * 300}, "name: at most 255 characters"),
+    ],
+)
+def test_unusable_fields_are_a_400_that_says_which(
+    client: TestClient, engine: Engine, fields: dict[str, str], message: str
+) -> None:
+    form: dict[str, Any] = {"upload_id": str(_upload(engine)), "iterations": "3", **fields}
+    reply = client.post("/runs/new", data=form)
+    assert reply.status_code == 400
+    text = html.unescape(reply.text)
+    assert "the run was not launched" in text and message in text
+    assert 'data-testid="launch-form"' in reply.text  # the form again, to fix
+    assert _runs(engine) == []
+
+
+def test_an_upload_without_images_cannot_be_explored(client: TestClient, engine: Engine) -> None:
+    empty = _upload(engine, accepted=0)
+    reply = client.post("/runs/new", data={"upload_id": str(empty)})
+    assert reply.status_code == 400 and "has no accepted images" in reply.text
+    assert client.post("/runs/new", data={"upload_id": "4242"}).status_code == 404
+    assert _runs(engine) == []
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 0
