@@ -37,7 +37,7 @@ from ie_engine.types import (
     SearchEngine,
     SearchResult,
 )
-from ie_engine.vocabulary import DescriptorSource, Vocabulary, compose_query
+from ie_engine.vocabulary import DescriptorSource, Vocabulary, add_concepts, compose_query
 
 CHECKPOINT_FORMAT = 1
 
@@ -66,6 +66,26 @@ class ImageRecord:
     category: str
     reward: float = float("nan")
     kept: bool = False  # entered the replay buffer
+
+
+@dataclass
+class Fetched:
+    """The network half of an iteration, waiting for the compute half (:meth:`Explorer.learn`)."""
+
+    iteration: int
+    model: str  # the policy's model when the concepts were sampled
+    queries: list[Query]
+    n_results: list[int]  # per query
+    new_ids: list[int]  # images added to ``Explorer.images``, in request order
+    failures: list[dict[str, Any]]  # url, reason, detail, query
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fetched:
+        return cls(**{**d, "queries": [Query(**q) for q in d["queries"]]})
 
 
 @dataclass
@@ -139,6 +159,8 @@ class Explorer:
         self.images: list[ImageRecord] = []
         self.history: list[dict[str, Any]] = []
         self.iteration = 0  # iterations completed
+        self.pending: Fetched | None = None  # fetched, not yet learned
+        self.added: list[tuple[str, list[float]]] = []  # concepts added mid-run, with vectors
         self._pixels: dict[int, np.ndarray] = {}
         # One event loop for the whole run: engines keep HTTP sessions (bound to a loop) across
         # iterations. Closed by close().
@@ -168,6 +190,14 @@ class Explorer:
 
     def step(self) -> IterationSummary:
         """Run one iteration, write its files and a checkpoint; return its summary."""
+        return self.learn(self.pending or self.fetch())
+
+    def fetch(self) -> Fetched:
+        """First half of an iteration (network work): sample concepts, search, download.
+
+        The result is kept as ``self.pending`` and is part of the checkpoint, so a worker
+        process can hand it to another that calls :meth:`learn`.
+        """
         it = self.iteration + 1
         cfg = self.config
         seconds: dict[str, float] = {}
@@ -181,7 +211,7 @@ class Explorer:
 
         # ---------------------------------------------------------------- 2. search
         t0 = time.perf_counter()
-        results = self._search(queries) if queries else [[] for _ in queries]
+        results = self._search(queries) if queries else []
         seconds["search"] = time.perf_counter() - t0
         self._check_stop()
 
@@ -194,6 +224,29 @@ class Explorer:
         ]
         new_ids, failures = self._download(requests, it)
         seconds["download"] = time.perf_counter() - t0
+        self.pending = Fetched(
+            iteration=it,
+            model=dist.model,
+            queries=queries,
+            n_results=[len(rs) for rs in results],
+            new_ids=new_ids,
+            failures=[
+                {"url": f.url, "reason": f.reason, "detail": f.detail,
+                 "query": f.request.query if f.request else None}
+                for f in failures
+            ],
+            seconds=seconds,
+        )
+        return self.pending
+
+    def learn(self, fetched: Fetched) -> IterationSummary:
+        """Second half of an iteration (compute): train, score, update the policy, record."""
+        it = fetched.iteration
+        if it != self.iteration + 1:
+            raise ValueError(f"fetched data is for iteration {it}, the run is at {self.iteration}")
+        cfg = self.config
+        seconds = dict(fetched.seconds)
+        queries, new_ids = fetched.queries, fetched.new_ids
         self._check_stop()
 
         # ---------------------------------------------------------------- 4. train
@@ -242,9 +295,9 @@ class Explorer:
 
         # ---------------------------------------------------------------- 8. evaluate, record
         metrics = self._evaluate(it)
-        summary = self._summarise(it, dist, queries, results, new_ids, failures, per_concept,
-                                  rewards, stats, seconds, metrics)
+        summary = self._summarise(fetched, per_concept, rewards, stats, seconds, metrics)
         self.iteration = it
+        self.pending = None
         self.history.append({
             "iteration": it,
             "mean_image_reward": summary.mean_image_reward,
@@ -255,9 +308,13 @@ class Explorer:
             "seconds": seconds,
             **metrics,
         })
-        self._write_iteration(summary, new_ids, failures)
+        self._write_iteration(summary, new_ids, fetched.failures)
         self._save()
         return summary
+
+    def save(self) -> None:
+        """Checkpoint now (e.g. between :meth:`fetch` and :meth:`learn`)."""
+        self._save()
 
     # ================================================================== steps in detail
     def _choose_queries(self, dist: Distribution, it: int) -> list[Query]:
@@ -445,15 +502,27 @@ class Explorer:
     def unveto(self, concepts: list[int]) -> None:
         self.policy.unveto(concepts)
 
+    def add_concepts(self, phrases: list[str], vectors: np.ndarray) -> list[int]:
+        """Add the user's own concepts mid-run; ``vectors``: (len(phrases), D) embeddings of the
+        phrases (from the same text embedder). Returns the new concepts' indices (phrases that
+        are already in the vocabulary are skipped)."""
+        before = len(self.vocabulary)
+        known = {c.lemma.casefold() for c in self.vocabulary.concepts}
+        fresh = [(p, v) for p, v in zip(phrases, vectors, strict=True)
+                 if " ".join(p.split()).casefold() not in known]
+        self.vocabulary = add_concepts(self.vocabulary, [p for p, _ in fresh])
+        added = list(range(before, len(self.vocabulary)))
+        if added:
+            vecs = np.array([v for _, v in fresh], dtype=np.float32)[: len(added)]
+            self.policy.extend(vecs)
+            self.added += [(self.vocabulary.concepts[i].lemma, vecs[j].tolist())
+                           for j, i in enumerate(added)]
+        return added
+
     # ================================================================== records
     def _summarise(
         self,
-        it: int,
-        dist: Distribution,
-        queries: list[Query],
-        results: list[list[SearchResult]],
-        new_ids: list[int],
-        failures: list[Any],
+        fetched: Fetched,
         per_concept: dict[int, float],
         rewards: np.ndarray,
         stats: Any,
@@ -461,27 +530,27 @@ class Explorer:
         metrics: dict[str, float],
     ) -> IterationSummary:
         counts: dict[int, int] = {}
-        for i in new_ids:
+        for i in fetched.new_ids:
             counts[self.images[i].concept_index] = counts.get(self.images[i].concept_index, 0) + 1
         reasons: dict[str, int] = {}
-        for f in failures:
-            reasons[f.reason] = reasons.get(f.reason, 0) + 1
+        for f in fetched.failures:
+            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
         rows = []
-        for q, rs in zip(queries, results, strict=True):
+        for q, n_results in zip(fetched.queries, fetched.n_results, strict=True):
             row = asdict(q)
             row["concept"] = self.vocabulary.concepts[q.concept_index].lemma
-            row["n_results"] = len(rs)
+            row["n_results"] = n_results
             row["n_images"] = counts.get(q.concept_index, 0)
             row["observed_reward"] = per_concept.get(q.concept_index)
             rows.append(row)
         losses = list(getattr(stats, "losses", []))
         return IterationSummary(
-            iteration=it,
-            model=dist.model,
+            iteration=fetched.iteration,
+            model=fetched.model,
             queries=rows,
-            n_results=sum(len(rs) for rs in results),
-            n_images=len(new_ids),
-            n_failures=len(failures),
+            n_results=sum(fetched.n_results),
+            n_images=len(fetched.new_ids),
+            n_failures=len(fetched.failures),
             failure_reasons=reasons,
             n_leaked=reasons.get("target-leak", 0),
             replay_size=len(self.replay),
@@ -495,16 +564,12 @@ class Explorer:
         )
 
     def _write_iteration(self, summary: IterationSummary, new_ids: list[int],
-                         failures: list[Any]) -> None:
+                         failures: list[dict[str, Any]]) -> None:
         base = self.run_dir / "iterations" / f"{summary.iteration:04d}"
         _write_text(base.with_suffix(".json"), json.dumps(asdict(summary), indent=1))
         lines = [json.dumps(asdict(self.images[i])) for i in new_ids]
         _write_text(base.with_name(base.name + "-images.jsonl"), "\n".join(lines) + "\n")
-        fail_lines = [
-            json.dumps({"url": f.url, "reason": f.reason, "detail": f.detail,
-                        "query": f.request.query if f.request else None})
-            for f in failures
-        ]
+        fail_lines = [json.dumps(f) for f in failures]
         _write_text(base.with_name(base.name + "-failures.jsonl"), "\n".join(fail_lines) + "\n")
         _write_text(self.run_dir / "metrics.json", json.dumps(self.history, indent=1))
 
@@ -524,17 +589,23 @@ class Explorer:
             "dedup": self.dedup.state_dict(),
             "images": [asdict(r) for r in self.images],
             "history": self.history,
-            "vocabulary_size": len(self.vocabulary),
+            "vocabulary_size": len(self.vocabulary) - len(self.added),
+            "added": self.added,
+            "pending": None if self.pending is None else self.pending.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError("checkpoint format not understood by this version")
-        if state["vocabulary_size"] != len(self.vocabulary):
+        if state["vocabulary_size"] != len(self.vocabulary) - len(self.added):
             raise CheckpointError(
                 f"checkpoint was made with {state['vocabulary_size']} concepts, "
                 f"this run has {len(self.vocabulary)}: use the same vocabulary options"
             )
+        if not self.added and state.get("added"):
+            phrases = [p for p, _ in state["added"]]
+            vectors = np.array([v for _, v in state["added"]], dtype=np.float32)
+            self.add_concepts(phrases, vectors)
         self.iteration = int(state["iteration"])
         self.policy.load_state_dict(state["policy"])
         self.trainer.load_state_dict(state["trainer"])
@@ -542,6 +613,8 @@ class Explorer:
         self.dedup.load_state_dict(state["dedup"])
         self.images = [ImageRecord(**r) for r in state["images"]]
         self.history = list(state["history"])
+        pending = state.get("pending")
+        self.pending = None if pending is None else Fetched.from_dict(pending)
         self._pixels.clear()
 
     def _save(self) -> None:

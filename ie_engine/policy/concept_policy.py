@@ -54,6 +54,14 @@ class ConceptPolicy:
     def unveto(self, indices: list[int]) -> None:
         self.vetoed.difference_update(int(i) for i in indices)
 
+    def extend(self, embeddings: np.ndarray) -> None:
+        """Append concepts (their embeddings, (n, D)) to the end of the vocabulary."""
+        self.embeddings = np.concatenate([np.asarray(self.embeddings), embeddings.astype(
+            np.float32)])
+        if self.allowed_mask is not None:
+            self.allowed_mask = np.concatenate(
+                [self.allowed_mask, np.ones(len(embeddings), dtype=bool)])
+
     def restrict(self, allowed: np.ndarray) -> None:
         """Only these concept indices may be sampled (label-set mode)."""
         mask = np.zeros(self.embeddings.shape[0], dtype=bool)

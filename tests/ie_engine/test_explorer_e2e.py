@@ -200,3 +200,52 @@ def test_resume_after_sigkill_gives_the_same_next_iteration(world, tmp_path):
     assert sa["replay"] == sb["replay"] or np.allclose(
         [e["reward"] for e in sa["replay"]["entries"]],
         [e["reward"] for e in sb["replay"]["entries"]], atol=1e-5)
+
+
+def test_fetch_and_learn_can_run_in_different_processes(world, tmp_path):
+    """The network half is checkpointed and the compute half resumed from it (as two worker
+    processes would), giving the same iteration as one uninterrupted step."""
+    with make_explorer(world, tmp_path / "one") as one:
+        one.run(0)
+        straight = one.step()
+    with make_explorer(world, tmp_path / "two") as two:
+        two.run(0)
+        fetched = two.fetch()
+        two.save()
+    with make_explorer(world, tmp_path / "two") as three:
+        three.resume()
+        assert three.pending is not None
+        assert three.pending.new_ids == fetched.new_ids
+        split = three.step()  # learns the pending fetch, fetches nothing new
+    assert [q["text"] for q in split.queries] == [q["text"] for q in straight.queries]
+    np.testing.assert_allclose(
+        [q["observed_reward"] for q in split.queries],
+        [q["observed_reward"] for q in straight.queries], atol=1e-5)
+    assert three.pending is None and three.iteration == 1
+
+
+def test_veto_and_added_concepts_mid_run(world, tmp_path):
+    embedder = MiniLMEmbedder()
+    with make_explorer(world, tmp_path / "run") as e:
+        e.run(1)
+        # The concept with the most images in the replay buffer.
+        counts: dict[int, int] = {}
+        for entry in e.replay.entries:
+            counts[entry.concept_index] = counts.get(entry.concept_index, 0) + 1
+        victim = max(counts, key=lambda c: counts[c])
+        assert e.veto([victim]) == counts[victim]
+        assert all(r.concept_index != victim for r in e.replay.entries)
+        new = e.add_concepts(["violin", "bird"], embedder.embed(["violin", "bird"]))
+        assert len(new) == 1  # "bird" is already in the vocabulary
+        assert e.vocabulary.concepts[new[0]].lemma == "violin"
+        dist = e.policy.distribution()
+        assert dist.probability[victim] == 0
+        assert dist.probability.shape[0] == len(e.vocabulary)
+        e.step()
+        summary = json.loads((tmp_path / "run" / "iterations" / "0002.json").read_text())
+        assert victim not in [q["concept_index"] for q in summary["queries"]]
+    # The added concept survives a resume.
+    with make_explorer(world, tmp_path / "run") as again:
+        again.resume()
+        assert again.vocabulary.concepts[-1].lemma == "violin"
+        assert victim in again.policy.vetoed
