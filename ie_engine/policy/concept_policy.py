@@ -40,6 +40,7 @@ class ConceptPolicy:
         self.observations: dict[int, list[float]] = {}
         self.vetoed: set[int] = set()
         self.allowed_mask: np.ndarray | None = None  # label-set restriction, (N,) bool
+        self._kernel: Any = None  # the last fitted GP kernel: the next fit starts from it
 
     # ------------------------------------------------------------------ observations and vetoes
     def observe(self, concept_indices: list[int], rewards: list[float]) -> None:
@@ -104,7 +105,8 @@ class ConceptPolicy:
             pred = Prediction(np.full(n, y.mean(), np.float32), np.ones(n, np.float32))
             pred.sigma[idx] = 0.0
             return pred, "prior"
-        gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed)
+        gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed, init=self._kernel)
+        self._kernel = gp.kernel_
         pred = predict_gp(
             gp, self.embeddings, exact_variance_max=self.config.gp_exact_variance_max,
             seed=self.seed,
