@@ -98,6 +98,59 @@ def _load_cached(path: Path, n: int, dim: int) -> np.ndarray | None:
     return np.asarray(arr)
 
 
+def text_hashes(texts: list[str]) -> np.ndarray:
+    """64-bit hashes of texts (the first 8 bytes of their sha1), as uint64 (len(texts),)."""
+    return np.array(
+        [int.from_bytes(hashlib.sha1(t.encode("utf-8")).digest()[:8], "little") for t in texts],
+        dtype=np.uint64,
+    )
+
+
+def _keys_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".keys.npy")
+
+
+def _write_keys(path: Path, texts: list[str]) -> None:
+    """The sidecar listing which text each row of a cache file holds (for reuse by subsets)."""
+    keys = text_hashes(texts)
+    atomic_write(_keys_path(path), lambda fh: np.save(fh, keys, allow_pickle=False))
+
+
+def _reuse_rows(
+    texts: list[str], embedder: TextEmbedder, cache_dir: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows already embedded in other cache files of the same embedder.
+
+    Returns (vectors (len(texts), dim) float32, found (len(texts),) bool). A subset of a cached
+    vocabulary (concrete nouns only, a spread sample, the full one plus a few user concepts)
+    costs only its new texts.
+    """
+    dim = int(embedder.dim)
+    wanted = text_hashes(texts)
+    vectors = np.zeros((len(texts), dim), dtype=np.float32)
+    found = np.zeros(len(texts), dtype=bool)
+    prefix = embedding_cache_path([], embedder, cache_dir).name.rsplit("-", 1)[0] + "-"
+    for keys_file in sorted(cache_dir.glob(f"{prefix}*.keys.npy")):
+        data_file = keys_file.with_name(keys_file.name[: -len(".keys.npy")] + ".npy")
+        try:
+            keys = np.load(keys_file, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            continue
+        cached = _load_cached(data_file, len(keys), dim)
+        if cached is None:
+            continue
+        order = np.argsort(keys, kind="stable")
+        pos = np.searchsorted(keys[order], wanted)
+        pos = np.minimum(pos, len(keys) - 1)
+        hit = (keys[order][pos] == wanted) & ~found
+        if hit.any():
+            vectors[hit] = cached[order[pos[hit]]]
+            found |= hit
+        if found.all():
+            break
+    return vectors, found
+
+
 def load_or_compute_embeddings(
     texts: list[str],
     embedder: TextEmbedder,
@@ -109,10 +162,13 @@ def load_or_compute_embeddings(
 
     The first call embeds and saves ``{cache_dir}/{embedder}-{sha256}.npy`` atomically; later
     calls with the same embedder name and the same texts memory-map that file (fast, and the
-    pages are shared between processes). Texts are handed to the embedder shortest first (less
-    padding); the result is in the order of ``texts``. A corrupt, truncated or mis-shaped file is
-    recomputed and replaced, never fatal. Raises :class:`EmbeddingError` when the embedder
-    returns an array of the wrong shape or with non-finite values.
+    pages are shared between processes). Texts already embedded in another cache file of the
+    same embedder (each file has a ``.keys.npy`` sidecar of text hashes) are copied from it, so
+    a sub- or superset of a cached vocabulary only embeds its new texts. Texts are handed to the
+    embedder shortest first (less padding); the result is in the order of ``texts``. A corrupt,
+    truncated or mis-shaped file is recomputed and replaced, never fatal. Raises
+    :class:`EmbeddingError` when the embedder returns an array of the wrong shape or with
+    non-finite values.
     """
     dim = int(embedder.dim)
     if not texts:
@@ -122,23 +178,32 @@ def load_or_compute_embeddings(
     path = embedding_cache_path(texts, embedder, cache_dir)
     cached = _load_cached(path, len(texts), dim)
     if cached is not None:
+        if not _keys_path(path).is_file():
+            _write_keys(path, texts)
         return cached
+
+    # Rows embedded before (by any earlier vocabulary of this embedder) are reused.
+    reused, found = _reuse_rows(texts, embedder, cache_dir) if cache_dir.is_dir() else (
+        np.zeros((len(texts), dim), dtype=np.float32), np.zeros(len(texts), dtype=bool))
+    missing = [i for i in range(len(texts)) if not found[i]]
 
     # Embed in order of length: a transformer pads each batch to its longest text, and WordNet
     # glosses vary from 10 to 500 characters, so sorted batches cost about half as much. Rows
     # are put back in the callers' order before saving.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    raw = embedder.embed([texts[i] for i in order], progress=progress)
-    sorted_vectors = np.asarray(raw, dtype=np.float32)
-    if sorted_vectors.shape != (len(texts), dim):
-        raise EmbeddingError(
-            f"embedder {embedder.name!r} returned shape {sorted_vectors.shape}, "
-            f"expected {(len(texts), dim)}"
-        )
-    vectors = np.empty_like(sorted_vectors)
-    vectors[np.asarray(order, dtype=np.int64)] = sorted_vectors
+    order = sorted(missing, key=lambda i: len(texts[i]))
+    vectors = reused
+    if order:
+        raw = embedder.embed([texts[i] for i in order], progress=progress)
+        sorted_vectors = np.asarray(raw, dtype=np.float32)
+        if sorted_vectors.shape != (len(order), dim):
+            raise EmbeddingError(
+                f"embedder {embedder.name!r} returned shape {sorted_vectors.shape}, "
+                f"expected {(len(order), dim)}"
+            )
+        vectors[np.asarray(order, dtype=np.int64)] = sorted_vectors
     if not np.isfinite(vectors).all():
         raise EmbeddingError(f"embedder {embedder.name!r} returned non-finite values")
     atomic_write(path, lambda fh: np.save(fh, vectors, allow_pickle=False))
+    _write_keys(path, texts)
     vectors.setflags(write=False)
     return vectors

@@ -230,9 +230,11 @@ class HashEmbedder:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.embedded: list[str] = []
 
     def embed(self, texts: list[str], *, progress: ProgressSink | None = None) -> np.ndarray:
         self.calls += 1
+        self.embedded += texts
         rows = []
         for text in texts:
             digest = hashlib.sha256(text.encode()).digest()[: self.dim]
@@ -255,13 +257,28 @@ def test_embedding_cache_roundtrip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(first, second)
     assert not second.flags.writeable
     other = load_or_compute_embeddings(["a cat", "a red fox"], embedder, tmp_path)
-    assert embedder.calls == 2
+    assert embedder.calls == 1  # a subset of a cached list: its rows are reused
     np.testing.assert_array_equal(other, first[[2, 0]])
     assert embedding_cache_path(["dog", "cat"], embedder, tmp_path) != path
     assert embedding_cache_path(["dogc", "at"], embedder, tmp_path) != embedding_cache_path(
         ["dog", "cat"], embedder, tmp_path
     )
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_superset_embeds_only_its_new_texts(tmp_path: Path) -> None:
+    embedder = HashEmbedder()
+    base = [f"concept {i}" for i in range(40)]
+    load_or_compute_embeddings(base, embedder, tmp_path)
+    embedder.embedded.clear()
+    bigger = ["user phrase", *base[::3], "another one"]
+    got = load_or_compute_embeddings(bigger, embedder, tmp_path)
+    assert sorted(embedder.embedded) == ["another one", "user phrase"]
+    np.testing.assert_allclose(got, HashEmbedder().embed(bigger), atol=1e-7)
+    # And the new file is itself reusable.
+    embedder.embedded.clear()
+    load_or_compute_embeddings(["another one", "concept 3"], embedder, tmp_path)
+    assert embedder.embedded == []
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncate"])
