@@ -76,6 +76,7 @@ from ie_engine.imaging import (
     HashIndex,
     ImageRejected,
     PreparedImage,
+    is_informative,
     prepare_image,
     sniff_format,
 )
@@ -612,7 +613,8 @@ class Downloader:
             return DownloadFailure(url, r.reason, r.detail, req)
         if batch.stopping:
             return DownloadFailure(url, "cancelled", "stopped before this image was kept", req)
-        leak = self.targets.find_near(p.dhash, cfg.dhash_threshold)
+        informative = is_informative(p.dhash)
+        leak = self.targets.find_near(p.dhash, cfg.dhash_threshold) if informative else None
         if leak is not None:
             d = (leak ^ p.dhash).bit_count()
             return DownloadFailure(
@@ -648,7 +650,7 @@ class Downloader:
                     url, "duplicate", f"same image as an earlier one ({p.sha256[:12]})", req
                 ))
                 continue
-            near = self.dedup.find_near(p.dhash, thr)
+            near = self.dedup.find_near(p.dhash, thr) if is_informative(p.dhash) else None
             if near is not None:
                 d = (near ^ p.dhash).bit_count()
                 detail = f"dHash {p.dhash:016x} is {d} bits from an earlier image"

@@ -37,7 +37,7 @@ from ie_engine.download import (
     is_blocked_address,
     parse_retry_after,
 )
-from ie_engine.imaging import DedupIndex, dhash64, normalise
+from ie_engine.imaging import DedupIndex, dhash64, hamming, normalise
 from ie_engine.types import DownloadReport, DownloadRequest, SearchResult
 
 pytestmark = pytest.mark.timeout(60)
@@ -199,6 +199,10 @@ def make_files() -> dict[str, bytes]:
     }
     for seed in range(20, 40):
         files[f"p{seed}.png"] = encode(photo(seed, 80, 60))
+    for name, box in (("blank-a.png", (10, 10, 14, 14)), ("blank-b.png", (150, 80, 151, 81))):
+        sparse = Image.new("RGB", (200, 100), "white")  # a tiny mark on white: a sparse dHash
+        sparse.paste((0, 0, 0), box)
+        files[name] = encode(sparse)
     return files
 
 
@@ -452,6 +456,24 @@ async def test_target_leak_refused(site: Site, tmp_path: Path) -> None:
     assert reasons(report) == {site.url("/img/target-copy.jpg"): "target-leak"}
     assert report.leaked == 1 and len(report.images) == 1
     assert not any(p.is_file() for p in (tmp_path / "images").rglob("*") if "target" in p.name)
+
+
+async def test_nearly_blank_images_are_not_called_leaks_or_near_duplicates(
+    site: Site, tmp_path: Path
+) -> None:
+    # Two different nearly blank images have dHashes a few bits apart; matching them would
+    # refuse unrelated clip-art. Only exact copies are caught for such images.
+    files = make_files()
+    blank_a = Image.open(io.BytesIO(files["blank-a.png"]))
+    blank_b = Image.open(io.BytesIO(files["blank-b.png"]))
+    assert hamming(dhash64(normalise(blank_a, 96)), dhash64(normalise(blank_b, 96))) <= 4
+    report = await fetch(
+        tmp_path,
+        [site.url("/img/blank-b.png"), site.url("/img/blank-a.png")],
+        target_hashes=[dhash64(blank_a)],
+    )
+    assert reasons(report) == {}
+    assert len(report.images) == 2
 
 
 # --- redirects ----------------------------------------------------------------------------------
