@@ -98,6 +98,9 @@ class DownloadConfig:
     """Byte cap, enforced while streaming."""
     max_pixels: int = 40_000_000
     """Decompression-bomb guard: images with more pixels are refused unread."""
+    decode_pixel_budget: int = 48_000_000
+    """Pixels being decoded at once across the decoding threads (bounds memory: a decoded
+    RGBA pixel takes 4 bytes, several times that while it is flattened and resized)."""
     stored_size: int = 128
     """Longest side of the stored, resized image (pixels)."""
     dhash_threshold: int = 4

@@ -59,7 +59,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -76,6 +76,7 @@ from ie_engine.imaging import (
     HashIndex,
     ImageRejected,
     PreparedImage,
+    image_header,
     is_informative,
     prepare_image,
     sniff_format,
@@ -301,6 +302,34 @@ class _Batch:
     """Set when ``should_stop`` fired; read by worker threads."""
 
 
+class PixelBudget:
+    """A weighted semaphore on decoded pixels in flight across the decoding threads.
+
+    A 40-megapixel RGBA PNG takes ~160 MB decoded and two or three times that while it is
+    flattened onto white; six threads on such images at once pushed a cpu-small run past 4 GB.
+    Each decode holds its pixel count (capped at the budget, so an image larger than the budget
+    runs alone); small images still decode in parallel.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = max(1, budget)
+        self.in_use = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        weight = min(max(0, pixels), self.budget)
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_use + weight <= self.budget)
+            self.in_use += weight
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= weight
+                self._cond.notify_all()
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """A decoded, normalised image that passed the leakage guard, not yet de-duplicated."""
@@ -343,6 +372,7 @@ class Downloader:
         self._resolver = resolver
         self._rng = random.Random()
         self._folders: set[Path] = set()
+        self._pixels = PixelBudget(config.decode_pixel_budget)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -607,8 +637,13 @@ class Downloader:
         """
         url = req.result.image_url
         cfg = self.config
+        header = image_header(data)
+        weight = header[1] * header[2] if header is not None else 0
+        if weight > cfg.max_pixels:
+            weight = 0  # refused from its header at once: no need to wait for room
         try:
-            p = prepare_image(data, max_pixels=cfg.max_pixels, size=cfg.stored_size)
+            with self._pixels.hold(weight):
+                p = prepare_image(data, max_pixels=cfg.max_pixels, size=cfg.stored_size)
         except ImageRejected as r:
             return DownloadFailure(url, r.reason, r.detail, req)
         if batch.stopping:

@@ -11,6 +11,7 @@ import functools
 import io
 import socket
 import struct
+import threading
 import time
 import zlib
 from collections import Counter
@@ -31,6 +32,7 @@ from ie_engine.download import (
     BlockedAddressError,
     Downloader,
     GuardedResolver,
+    PixelBudget,
     check_url,
     download_all,
     host_is_allowed,
@@ -682,3 +684,25 @@ def test_every_request_accounted_for_in_order(tmp_path: Path) -> None:
     urls = ["http://10.0.0.1/a.png", "http://10.0.0.1/a.png", "bad"]
     report = download_all([req(u) for u in urls], config=CONFIG, image_dir=tmp_path)
     assert [f.reason for f in report.failures] == ["blocked-address", "duplicate", "bad-url"]
+
+
+def test_pixel_budget_bounds_pixels_in_flight() -> None:
+    budget = PixelBudget(100)
+    peak = 0
+    lock = threading.Lock()
+
+    def work(pixels: int) -> None:
+        nonlocal peak
+        with budget.hold(pixels):
+            with lock:
+                peak = max(peak, budget.in_use)
+            time.sleep(0.01)
+
+    sizes = [60, 30, 30, 500, 10, 90, 45, 5] * 3  # 500 is capped at the budget: runs alone
+    threads = [threading.Thread(target=work, args=(n,)) for n in sizes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert peak <= 100
+    assert budget.in_use == 0
