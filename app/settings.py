@@ -82,6 +82,47 @@ class Settings(BaseSettings):
         description="Folder of the offline image corpus the explorer searches. None = "
         "``{data_dir}/corpus``.",
     )
+    search_url: str = Field(
+        default="http://127.0.0.1:8765",
+        description="The offline web's search service (``ie corpus serve``) that workers query. "
+        "Its host is the one private address the downloader may fetch from.",
+    )
+    broker_visibility_timeout: int = Field(
+        default=6 * 3600,
+        gt=0,
+        description="Seconds a Redis broker waits for a late acknowledgement before it hands a "
+        "task to another worker; longer than the longest task (a GPU iteration).",
+    )
+    broker_key_prefix: str = Field(
+        default="",
+        description="Prefix of every key the Redis broker writes (several set-ups, or tests, "
+        "can share one Redis server).",
+    )
+    vocabulary_max_concepts: int | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on a run's vocabulary when its configuration sets none: the worker "
+        "spreads this many concepts over WordNet (quick trials, tests). None = the whole "
+        "vocabulary of the preset.",
+    )
+    max_train_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on a run's training steps per iteration, applied by the worker (quick "
+        "trials, tests, a slow machine). None = the run's own configuration.",
+    )
+    progress_interval_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Worker: at most one progress write (and ``phase`` event) per phase this "
+        "often; a phase's start and end are always written.",
+    )
+    stop_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Worker: how often a running task reads the run's status to notice a "
+        "cancel (a training loop stops within about this long).",
+    )
     max_upload_bytes: int = Field(
         default=2 * 1024**3,
         gt=0,
@@ -131,6 +172,16 @@ class Settings(BaseSettings):
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
         return self
+
+    @property
+    def runs_dir(self) -> Path:
+        """Folder holding one run folder per run (``runs/{id}/``, the explorer's folder)."""
+        return self.data_dir / "runs"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Folder of the embedded broker's messages (used when ``broker_url`` is None)."""
+        return self.data_dir / "broker"
 
     @property
     def uploads_dir(self) -> Path:

@@ -22,6 +22,7 @@ What the controls do, by the run's status (anything else is a 409, saying what i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final, Literal, cast
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 from app.errors import Conflict, IllegalTransition, InvalidInput
 from app.services.live import publish
 from app.services.uploads import parse_class_names
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from app.store.models import Run, RunStatus
 from app.store.runs import (
     TRANSITIONS,
@@ -45,6 +46,7 @@ from app.store.uploads import get_upload
 from ie_engine.config import Preset, make_config
 from ie_engine.errors import ConfigError
 
+log = logging.getLogger(__name__)
 S = RunStatus
 Action = Literal["pause", "resume", "cancel"]
 
@@ -61,15 +63,30 @@ BOUNDS: Final = {
 """Smallest and largest value of each whole-number field of the launch form."""
 
 
-def enqueue_next(run_id: int) -> None:
+def enqueue_next(
+    run_id: int,
+    *,
+    settings: Settings | None = None,
+    step: Literal["fetch", "learn"] = "fetch",
+) -> None:
     """Hand run ``run_id`` to the worker. Call only after the transaction that queued it has
-    committed.
+    committed (the worker must find what it is told about).
 
-    THE SEAM FOR THE WORKER INTEGRATION: deliberately a no-op until the worker's tasks exist.
-    The worker side fills this in (send the run's id to its Celery task, nothing more); until
-    then a queued run simply waits in the store, where the worker's start-up scan can find it.
+    Sends the run's id, nothing more, by task name (the app never imports the worker's tasks,
+    nor torch). ``fetch`` (queue ``io``) with no iteration means "take the run's next step":
+    the worker reads the run's checkpoint and, when an iteration's fetched half is already
+    there (a run paused or failed between the two halves), hands it on to ``learn`` (queue
+    ``gpu``) without fetching again. ``learn`` sends the compute half of the pending iteration
+    directly.
     """
-    del run_id
+    from worker.celery_app import FETCH_TASK, LEARN_TASK, celery_for
+
+    name = FETCH_TASK if step == "fetch" else LEARN_TASK
+    try:
+        celery_for(settings or get_settings()).send_task(name, args=[run_id, None])
+    except Exception as exc:  # the broker is down: the run stays queued in the store
+        log.warning("could not hand run %s to the worker (%s); a worker's start-up scan "
+                    "will find it", run_id, exc)
 
 
 # -- launching -----------------------------------------------------------------------------
@@ -184,7 +201,7 @@ def launch_run(session: Session, settings: Settings, request: LaunchRequest) -> 
     )
     set_run_status(session, run.id, S.QUEUED)
     session.commit()
-    enqueue_next(run.id)
+    enqueue_next(run.id, settings=settings)
     publish(run.id, settings=settings)
     return run
 
@@ -249,6 +266,6 @@ def control_run(session: Session, settings: Settings, run_id: int, action: Actio
         raise InvalidInput(f"unknown action {action!r}")
     session.commit()
     if enqueue:
-        enqueue_next(run_id)
+        enqueue_next(run_id, settings=settings)
     publish(run_id, settings=settings)
     return run

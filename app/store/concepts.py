@@ -6,9 +6,9 @@ Store functions flush but never commit; the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.store.models import Concept
@@ -162,3 +162,59 @@ def map_points(session: Session, run_id: int, *, max_points: int) -> tuple[list[
         .order_by(Concept.concept_index)
     )
     return list(session.scalars(stmt)), total
+
+
+FIGURES: Final = ("mu", "sigma", "probability", "tier", "times_queried", "observed_reward_mean")
+"""The policy's figures of a concept, rewritten by the worker after every iteration."""
+
+
+def update_concept_figures(
+    session: Session, run_id: int, rows: Iterable[Mapping[str, Any]]
+) -> int:
+    """Set :data:`FIGURES` of existing concepts of run ``run_id`` in bulk (one ``UPDATE``
+    executed for many rows); return how many rows were given.
+
+    Each mapping has ``concept_index`` and every field of :data:`FIGURES` (floats made finite).
+    Faster than :func:`upsert_concepts` for a whole vocabulary: no insert is attempted and the
+    text columns are left alone. Unknown indices change nothing.
+    """
+    table = cast(Table, Concept.__table__)
+    params = [
+        {
+            "b_index": int(r["concept_index"]),
+            **{f"b_{k}": finite_or_none(r.get(k)) if k in FLOATS else r.get(k) for k in FIGURES},
+        }
+        for r in rows
+    ]
+    if not params:
+        return 0
+    for row in params:
+        row["b_times_queried"] = int(row["b_times_queried"] or 0)
+    session.flush()
+    stmt = (
+        update(table)
+        .where(table.c.run_id == run_id, table.c.concept_index == bindparam("b_index"))
+        .values({k: bindparam(f"b_{k}") for k in FIGURES})
+    )
+    for chunk in chunks(params, 5000):
+        session.execute(stmt, list(chunk))
+    session.expire_all()
+    return len(params)
+
+
+def insert_concepts(session: Session, run_id: int, concepts: Iterable[Mapping[str, Any]]) -> int:
+    """Insert the concepts of a run that has none yet, in bulk; return how many.
+
+    About ten times faster than :func:`upsert_concepts` for a whole vocabulary (150k concepts:
+    about 3 s instead of 30 s on SQLite), because no conflict clause is compiled per chunk.
+    Each mapping is as for :func:`upsert_concepts`; a concept already stored is an error
+    (``IntegrityError``), so use it only for a run with no concept rows.
+    """
+    given = list(concepts)
+    if not given:
+        return 0
+    keys = ("concept_index", "lemma", *(k for k in OPTIONAL if k in given[0]))
+    rows = list({r["concept_index"]: r for r in (_row(run_id, c, keys) for c in given)}.values())
+    session.flush()
+    session.execute(insert(Concept), rows)
+    return len(rows)

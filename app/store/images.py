@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, Table, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from app.store.models import Image
@@ -123,3 +123,29 @@ def image_iterations(session: Session, run_id: int) -> list[int]:
         select(Image.iteration).where(Image.run_id == run_id).distinct().order_by(Image.iteration)
     )
     return list(session.scalars(stmt))
+
+
+def update_image_scores(
+    session: Session, run_id: int, scores: Iterable[Mapping[str, Any]]
+) -> int:
+    """Set ``reward`` and ``kept`` of stored images of run ``run_id``, found by ``sha256``, in
+    bulk; return how many were given. Images stored before they were scored get their reward
+    here, and ``kept`` follows the replay buffer (which a veto or a later iteration changes)."""
+    table = cast(Table, Image.__table__)
+    params = [
+        {"b_sha": str(s["sha256"]), "b_reward": finite_or_none(s.get("reward")),
+         "b_kept": bool(s.get("kept", False))}
+        for s in scores
+    ]
+    if not params:
+        return 0
+    session.flush()
+    stmt = (
+        update(table)
+        .where(table.c.run_id == run_id, table.c.sha256 == bindparam("b_sha"))
+        .values(reward=bindparam("b_reward"), kept=bindparam("b_kept"))
+    )
+    for chunk in chunks(params, 5000):
+        session.execute(stmt, list(chunk))
+    session.expire_all()
+    return len(params)

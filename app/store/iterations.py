@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.store.models import Iteration, Query
@@ -126,3 +126,32 @@ def queries_for(session: Session, run_id: int, iteration: int) -> list[Query]:
         .order_by(Query.id)
     )
     return list(session.scalars(stmt))
+
+
+def update_query_results(
+    session: Session, run_id: int, iteration: int, results: Iterable[Mapping[str, Any]]
+) -> int:
+    """Fill in what the queries of iteration ``iteration`` brought, once they are scored:
+    each mapping has ``concept_index``, ``text``, ``n_results``, ``n_images`` and
+    ``observed_reward``. Queries are stored when they are sent (with the prediction) and
+    completed here. Returns how many were given."""
+    table = cast(Table, Query.__table__)
+    params = [
+        {"b_index": int(r["concept_index"]), "b_text": str(r["text"]),
+         "b_results": int(r.get("n_results") or 0), "b_images": int(r.get("n_images") or 0),
+         "b_reward": finite_or_none(r.get("observed_reward"))}
+        for r in results
+    ]
+    if not params:
+        return 0
+    session.flush()
+    stmt = (
+        update(table)
+        .where(table.c.run_id == run_id, table.c.iteration == iteration,
+               table.c.concept_index == bindparam("b_index"), table.c.text == bindparam("b_text"))
+        .values(n_results=bindparam("b_results"), n_images=bindparam("b_images"),
+                observed_reward=bindparam("b_reward"))
+    )
+    session.execute(stmt, params)
+    session.expire_all()
+    return len(params)

@@ -36,3 +36,9 @@ def upgrade(url: str, revision: str = "head") -> None:
 def downgrade(url: str, revision: str = "base") -> None:
     """Take the database at ``url`` down to ``revision`` (an empty schema by default)."""
     command.downgrade(alembic_config(url), revision)
+
+
+if __name__ == "__main__":  # ``python -m app.store.migrate``: the store of IE_DATABASE_URL
+    from app.settings import get_settings
+
+    upgrade(get_settings().database_url)

@@ -1,0 +1,115 @@
+"""The worker's two tasks: thin wrappers around :mod:`worker.steps`, with ids in messages.
+
+``ie.fetch(run_id, iteration)`` runs on queue ``io``, ``ie.learn(run_id, iteration)`` on queue
+``gpu``; ``iteration`` None means "the run's next step" (launch, resume).
+
+The one retry policy of the worker, and the one place its errors are mapped:
+
+* the store or the broker cannot be reached (``sqlalchemy.exc.OperationalError``, kombu's
+  ``OperationalError``, ``ConnectionError``): retried with exponential backoff, up to
+  :data:`MAX_RETRIES` times, then the run fails;
+* the engine honoured a cancel (:class:`~ie_engine.errors.Cancelled`): the run is ``cancelled``;
+* any other engine error (:class:`~ie_engine.errors.ExplorerError`): the run is ``failed`` with
+  the engine's message and an ``error`` event;
+* anything else: the run is ``failed`` with the error's type and message (logged in full).
+
+On start-up a worker sends the next step of every ``queued`` run (a launch whose message was
+lost while the broker was down is picked up when a worker starts).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from celery import Task
+from celery.signals import worker_ready
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError as StoreError
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.settings import get_settings
+from worker.celery_app import FETCH_TASK, LEARN_TASK, app
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES: Final = 5
+"""Retries of a step whose store or broker could not be reached."""
+TRANSIENT: Final = (StoreError, BrokerError, ConnectionError)
+"""Errors worth a retry: the work itself did not fail."""
+
+
+def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
+    from ie_engine.errors import Cancelled, ExplorerError
+    from worker import steps
+    from worker.runtime import get_runtime
+
+    runtime = get_runtime()
+    call = steps.fetch_step if step == "fetch" else steps.learn_step
+    try:
+        outcome = call(runtime, run_id, iteration)
+    except TRANSIENT as exc:
+        runtime.forget(run_id)
+        if task.request.retries >= MAX_RETRIES:
+            steps.fail(runtime, run_id, f"{step}: the store or the broker stayed unreachable: "
+                                        f"{exc}")
+            return "failed"
+        raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries)) from exc
+    except Cancelled:
+        steps.cancelled(runtime, run_id)
+        return "cancelled"
+    except ExplorerError as exc:
+        log.warning("run %s failed in %s: %s", run_id, step, exc)
+        steps.fail(runtime, run_id, f"{step}: {exc}")
+        return "failed"
+    except Exception as exc:
+        log.exception("run %s: unexpected error in %s", run_id, step)
+        steps.fail(runtime, run_id, f"{step}: internal error: {type(exc).__name__}: {exc}")
+        return "failed"
+    log.info("run %s %s(%s): %s", run_id, step, iteration, outcome.action)
+    return outcome.action
+
+
+@app.task(name=FETCH_TASK, bind=True, max_retries=MAX_RETRIES)
+def fetch(self: Task, run_id: int, iteration: int | None = None) -> str:
+    """Sample, search and download the run's next iteration (queue ``io``)."""
+    return _run_step(self, "fetch", int(run_id), None if iteration is None else int(iteration))
+
+
+@app.task(name=LEARN_TASK, bind=True, max_retries=MAX_RETRIES)
+def learn(self: Task, run_id: int, iteration: int | None = None) -> str:
+    """Train, score and update the policy for the fetched iteration (queue ``gpu``)."""
+    return _run_step(self, "learn", int(run_id), None if iteration is None else int(iteration))
+
+
+@worker_ready.connect
+def send_queued_runs(**_: Any) -> None:
+    """Send the next step of every queued run (see the module docstring).
+
+    On the embedded default (no ``broker_url``: one machine, one worker) a run still marked
+    ``running`` or ``cancelling`` was held by a worker that was stopped mid-task (its message
+    is gone with it): it is queued again, to go on from its last checkpoint, or cancelled.
+    """
+    from app.store.db import make_engine, make_session_factory
+    from app.store.models import RunStatus
+    from app.store.runs import list_runs, set_run_status
+    from worker.celery_app import celery_for
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            if not settings.broker_url:
+                for run in list_runs(session, status=RunStatus.RUNNING, limit=1000):
+                    set_run_status(session, run.id, RunStatus.QUEUED)
+                for run in list_runs(session, status=RunStatus.CANCELLING, limit=1000):
+                    set_run_status(session, run.id, RunStatus.CANCELLED)
+                session.commit()
+            ids = [r.id for r in list_runs(session, status=RunStatus.QUEUED, limit=1000)]
+    except SQLAlchemyError as exc:
+        log.warning("start-up scan of queued runs failed: %s", exc)
+        return
+    finally:
+        engine.dispose()
+    for run_id in ids:
+        celery_for(settings).send_task(FETCH_TASK, args=[run_id, None])
