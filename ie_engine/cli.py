@@ -3,6 +3,8 @@
     ie explore --target DIR [--iterations N] [--preset cpu-small] [--resume] ...
     ie corpus build [--out DIR]
     ie corpus serve [--corpus DIR] [--port N]
+    ie pretrain [--steps N]               (the benchmark's base model)
+    ie bench [--quick] [--target NAME]    (explore vs random vs target-only vs label-set)
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    from ie_engine.bench.command import add_parsers as add_bench_parsers
+
+    add_bench_parsers(sub)  # ie pretrain, ie bench
+
     d = sub.add_parser("demo-target", help="make the demo target folder (Tux Paint photos)")
     d.add_argument("--out", type=Path, required=True)
 
@@ -74,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "explore":
             return _explore(args)
+        if args.command in ("pretrain", "bench"):
+            from ie_engine.bench.command import run_bench_command, run_pretrain
+
+            return run_pretrain(args) if args.command == "pretrain" else run_bench_command(args)
         if args.command == "demo-target":
             from ie_engine.demo_targets import make_tuxpaint_target
 
