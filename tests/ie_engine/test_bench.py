@@ -77,7 +77,7 @@ def fake_items(tmp_path: Path) -> list[CorpusItem]:
     return items
 
 
-CLASSES = {"bird": ("animals/birds",), "fruit": ("food/fruit",)}
+CLASSES: dict[str, tuple[str, ...]] = {"bird": ("animals/birds",), "fruit": ("food/fruit",)}
 
 
 def test_prefixes_match_whole_path_components() -> None:
@@ -226,7 +226,8 @@ def test_loo_tie_goes_to_the_nearest_voter() -> None:
 def _fake_run(arm: str, seed: int, *, init: str = "base", knn: float = 0.5) -> dict[str, Any]:
     web = arm != "target-only"
     prec = {"explore": 0.5, "random": 0.1, "label-set": 0.7}.get(arm)
-    its = [{"iteration": 0, "knn_loo": 0.4, "knn_splits_mean": 0.38, "knn_splits_sd": 0.01}]
+    its: list[dict[str, Any]] = [
+        {"iteration": 0, "knn_loo": 0.4, "knn_splits_mean": 0.38, "knn_splits_sd": 0.01}]
     for i in (1, 2, 3, 4):
         its.append({
             "iteration": i, "knn_loo": knn, "knn_splits_mean": knn - 0.02, "knn_splits_sd": 0.01,
