@@ -3,6 +3,7 @@
     ie explore --target DIR [--iterations N] [--preset cpu-small] [--resume] ...
     ie corpus build [--out DIR]
     ie corpus serve [--corpus DIR] [--port N]
+    ie vocab embed [--concrete-only]      (embed the vocabulary once, ahead of a run)
     ie pretrain [--steps N]               (the benchmark's base model)
     ie bench [--quick] [--target NAME]    (explore vs random vs target-only vs label-set)
 """
@@ -63,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo-target", help="make the demo target folder (Tux Paint photos)")
     d.add_argument("--out", type=Path, required=True)
 
+    v = sub.add_parser("vocab", help="the concept vocabulary")
+    vsub = v.add_subparsers(dest="vocab_command", required=True)
+    ve = vsub.add_parser("embed", help="embed the vocabulary once (cached; later runs load it)")
+    ve.add_argument("--concrete-only", action="store_true", help="physical-entity nouns only")
+    ve.add_argument("--quiet", action="store_true", help="no progress bar")
+
     c = sub.add_parser("corpus", help="the offline web")
     csub = c.add_subparsers(dest="corpus_command", required=True)
     b = csub.add_parser("build", help="build the corpus from Debian's image packages")
@@ -89,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
             counts = make_tuxpaint_target(args.out)
             _say(f"demo target in {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            return 0
+        if args.command == "vocab":
+            info = embed_vocabulary(args.data_dir, concrete_only=args.concrete_only,
+                                    quiet=args.quiet)
+            print(json.dumps(info, indent=1))
             return 0
         if args.command == "corpus" and args.corpus_command == "build":
             info = ensure_corpus(args.out or args.data_dir / "corpus", force=args.force)
@@ -123,6 +135,34 @@ def ensure_corpus(out: Path, *, force: bool = False) -> dict[str, Any]:
     print(f"building the offline web in {out} ...", file=sys.stderr)
     build_corpus(out, embedder=MiniLMEmbedder(), progress=TqdmProgress())
     return dict(json.loads(marker.read_text()))
+
+
+def embed_vocabulary(data_dir: Path, *, concrete_only: bool = False,
+                     quiet: bool = False) -> dict[str, Any]:
+    """Build the WordNet vocabulary and its MiniLM embeddings under ``data_dir`` (cached), so
+    that the first run does not spend its first minutes embedding."""
+    from ie_engine.config import VocabularyConfig
+    from ie_engine.progress import TqdmProgress
+    from ie_engine.vocabulary import (
+        MiniLMEmbedder,
+        build_vocabulary,
+        embedding_cache_path,
+        load_or_compute_embeddings,
+    )
+
+    t0 = time.perf_counter()
+    vocab = build_vocabulary(VocabularyConfig(concrete_only=concrete_only), data_dir=data_dir)
+    embedder = MiniLMEmbedder()
+    cache_dir = data_dir / "embeddings"
+    path = embedding_cache_path(vocab.texts(), embedder, cache_dir)
+    cached = path.exists()
+    if not cached:
+        _say(f"embedding {len(vocab)} concepts once (cached in {cache_dir}; on two CPU cores "
+             "this takes a quarter of an hour, later loads take a fraction of a second)")
+    emb = load_or_compute_embeddings(vocab.texts(), embedder, cache_dir,
+                                     progress=TqdmProgress(quiet=quiet))
+    return {"concepts": len(vocab), "dim": int(emb.shape[1]), "cache": str(path),
+            "was_cached": cached, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _explore(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ export IE_SEARCH_URL=${IE_SEARCH_URL:-http://127.0.0.1:$search_port}
 
 echo "run: checking the offline web in $IE_DATA_DIR/corpus (built once, a few minutes)" >&2
 .venv/bin/ie --data-dir "$IE_DATA_DIR" corpus build >/dev/null
+echo "run: checking the concept vocabulary's embeddings (computed once, with a progress bar)" >&2
+.venv/bin/ie --data-dir "$IE_DATA_DIR" vocab embed >/dev/null
 .venv/bin/python -m app.store.migrate
 
 pids=()
