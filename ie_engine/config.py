@@ -63,7 +63,9 @@ class PolicyConfig:
     reference_vocabulary_size: int = 146_347
     """The vocabulary size the tier sizes were chosen for."""
     veto_reward: float | None = None
-    """Reward fed to the policy for a vetoed concept; None = the lowest reward observed."""
+    """Reward fed to the policy for a vetoed concept. None: one observed range (max - min of
+    the observed rewards, at least 0.01) below the lowest observed reward, so a veto counts as
+    worse than anything seen and pulls its neighbours down clearly, not just to the floor."""
     prior_reward: float = 0.0
     """Prior mean used before any observation (the first iteration samples uniformly)."""
 
@@ -106,6 +108,10 @@ class DownloadConfig:
     dhash_threshold: int = 4
     """Hamming distance at or under which two dHashes count as near-duplicates."""
     user_agent: str = "internet-explorer/0.1 (+targeted representation learning)"
+    """Sent with every download; its first word is the crawler name ``X-Robots-Tag`` scopes
+    (``internet-explorer: noai``) are matched against."""
+    honour_noai: bool = True
+    """Refuse images served with ``X-Robots-Tag: noai`` or ``noimageai`` (``robots-noai``)."""
     allowed_private_hosts: tuple[str, ...] = ()
     """Hosts on loopback/private networks that may be fetched (the offline web)."""
 

@@ -29,7 +29,8 @@ class ConceptPolicy:
     Observations are kept per concept; a concept queried several times is fitted on its mean
     reward (its noise shrinks with the count), so the GP's size is the number of distinct
     concepts observed. A vetoed concept gets probability zero and, as a negative observation
-    (the lowest reward seen, unless ``veto_reward`` is set), pulls its neighbours down too.
+    (one observed range below the lowest reward seen, unless ``veto_reward`` is set), pulls its
+    neighbours down too.
     """
 
     def __init__(self, embeddings: np.ndarray, config: PolicyConfig, *, seed: int = 0) -> None:
@@ -77,11 +78,11 @@ class ConceptPolicy:
         """Distinct observed concepts (and vetoed ones as negatives) with their mean rewards."""
         rewards = {i: float(np.mean(v)) for i, v in self.observations.items()}
         if self.vetoed and rewards:
-            floor = (
-                self.config.veto_reward
-                if self.config.veto_reward is not None
-                else min(rewards.values())
-            )
+            if self.config.veto_reward is not None:
+                floor = self.config.veto_reward
+            else:
+                low, high = min(rewards.values()), max(rewards.values())
+                floor = low - max(high - low, 0.01)
             for i in self.vetoed:
                 rewards[i] = floor
         idx = np.array(sorted(rewards), dtype=np.int64)

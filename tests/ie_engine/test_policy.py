@@ -120,6 +120,28 @@ def test_veto_lowers_neighbours():
     assert after.probability[neighbours].sum() < before.probability[neighbours].sum()
 
 
+def test_veto_of_an_unobserved_concept_lowers_its_neighbours_probability():
+    # A realistic case: random concepts, a handful observed, the vetoed one never queried. Its
+    # nearest neighbours lose predicted reward and sampling probability in absolute terms.
+    x = unit_rows(2000, 16, 11)
+    policy = ConceptPolicy(x, PolicyConfig(), seed=0)
+    rng = np.random.default_rng(3)
+    obs = rng.choice(2000, 40, replace=False).tolist()
+    direction = rng.normal(size=16)
+    policy.observe(obs, (x[obs] @ direction).tolist())
+    before = policy.distribution()
+    live = [i for i in np.argsort(-before.probability).tolist() if i not in obs]
+    vetoed = live[0]  # the unobserved concept the policy liked best
+    sims = x @ x[vetoed]
+    sims[vetoed] = -np.inf
+    neighbours = [int(i) for i in np.argsort(-sims)[:5]]
+    policy.veto([vetoed])
+    after = policy.distribution()
+    assert after.probability[vetoed] == 0.0
+    assert after.mu[neighbours].mean() < before.mu[neighbours].mean()
+    assert after.probability[neighbours].sum() < before.probability[neighbours].sum()
+
+
 def test_policy_is_deterministic_and_state_round_trips():
     x = unit_rows(300, 8, 3)
     a = ConceptPolicy(x, PolicyConfig(), seed=5)
