@@ -55,6 +55,7 @@ class SearchResult:
     height: int | None = None
     engine: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # e.g. the offline corpus' category
+    attribution: str = ""  # the credit line to publish with the image, when the engine has one
 
 
 class SearchEngine(Protocol):
