@@ -13,6 +13,8 @@ raises. Reason codes:
 ``timeout``           an attempt took longer than ``timeout_s`` (after retries)
 ``connection``        connection refused/reset, DNS failure, TLS error, broken body
 ``too-many-redirects`` more than :data:`MAX_REDIRECTS` redirects
+``robots-noai``       the answer carries ``X-Robots-Tag: noai`` or ``noimageai`` (for every
+                      crawler or for our User-Agent) and ``honour_noai`` is on: never read
 ``too-large``         ``Content-Length`` or the streamed body exceeds ``max_bytes``
 ``not-an-image``      magic bytes are not PNG, JPEG, GIF, WebP or BMP
 ``decompression-bomb`` more than ``max_pixels`` pixels (refused before decoding)
@@ -81,6 +83,7 @@ from ie_engine.imaging import (
     prepare_image,
     sniff_format,
 )
+from ie_engine.robots import noai_directive
 from ie_engine.types import (
     DownloadedImage,
     DownloadFailure,
@@ -601,6 +604,13 @@ class Downloader:
                     )
                 if not 200 <= status < 300:
                     raise _Fail(f"http-{status}", str(resp.reason))
+                if cfg.honour_noai:
+                    opt_out = noai_directive(resp.headers.getall("X-Robots-Tag", ()),
+                                             cfg.user_agent)
+                    if opt_out is not None:
+                        resp.close()
+                        raise _Fail("robots-noai",
+                                    f"X-Robots-Tag {opt_out}: the publisher opts out of AI use")
                 return await self._read_capped(resp)
         raise _Fail("too-many-redirects", f"more than {MAX_REDIRECTS} redirects")
 
