@@ -6,6 +6,7 @@
     ie vocab embed [--concrete-only]      (embed the vocabulary once, ahead of a run)
     ie pretrain [--steps N]               (the benchmark's base model)
     ie bench [--quick] [--target NAME]    (explore vs random vs target-only vs label-set)
+    ie export model|dataset|report|compare  (take-aways of a run folder)
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bench_parsers(sub)  # ie pretrain, ie bench
 
+    from ie_engine.export.command import add_parsers as add_export_parsers
+
+    add_export_parsers(sub)  # ie export model|dataset|report|compare
+
     d = sub.add_parser("demo-target", help="make the demo target folder (Tux Paint photos)")
     d.add_argument("--out", type=Path, required=True)
 
@@ -91,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             from ie_engine.bench.command import run_bench_command, run_pretrain
 
             return run_pretrain(args) if args.command == "pretrain" else run_bench_command(args)
+        if args.command == "export":
+            from ie_engine.export.command import run_export_command
+
+            return run_export_command(args)
         if args.command == "demo-target":
             from ie_engine.demo_targets import make_tuxpaint_target
 
