@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="separate labelled folder for evaluation (default: the target's classes)")
     e.add_argument("--engine-url", default=None,
                    help="search service URL (default: start the offline web on loopback)")
+    e.add_argument("--engine", default="offline",
+                   help="offline (default), or web engines, comma-separated: openverse, "
+                        "wikimedia, flickr, searxng, clip-retrieval, brave")
+    e.add_argument("--engine-config", type=Path, default=None,
+                   help="web engine configuration, JSON or TOML (README: Real web engines)")
+    e.add_argument("--licenses", default=None,
+                   help="web engines: keep only these licenses, e.g. cc0,pd,by (before download)")
+    e.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
+                   help="web engines: answer every search from RUN_DIR's response cache, "
+                        "never online")
     e.add_argument("--init-checkpoint", default=None, help="backbone weights to start from")
     e.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -255,7 +265,14 @@ def _explore(args: argparse.Namespace) -> int:
     # ------------------------------------------------------------------ the web
     handle = None
     engine_url = args.engine_url
-    if cfg.mode != "target-only" and engine_url is None:
+    from ie_engine.search.engines.cli_support import engine_from_options
+
+    web_engine = engine_from_options(
+        engine=args.engine, engine_config=args.engine_config, licenses=args.licenses,
+        replay=args.replay, run_dir=run_dir, data_dir=data_dir)
+    if web_engine is not None and engine_url is not None:
+        raise ExplorerError("give --engine-url or web engines, not both")
+    if cfg.mode != "target-only" and engine_url is None and web_engine is None:
         from ie_engine.search import CorpusIndex, serve_in_background
 
         corpus_dir = data_dir / "corpus"
@@ -269,7 +286,7 @@ def _explore(args: argparse.Namespace) -> int:
         host = urlsplit(engine_url).netloc
         cfg = replace(cfg, download=replace(
             cfg.download, allowed_private_hosts=(*cfg.download.allowed_private_hosts, host)))
-    engine = HttpSearchEngine(engine_url) if engine_url else None
+    engine = web_engine or (HttpSearchEngine(engine_url) if engine_url else None)
 
     # ------------------------------------------------------------------ evaluation hook
     eval_tensor = torch.from_numpy(eval_pixels)
