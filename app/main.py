@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
 
 from app.errors import AppError
-from app.routes import control, home, live, runs, uploads
+from app.routes import control, exports, home, live, runs, uploads
 from app.services import dashboard
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, make_session_factory
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(control.router)
     app.include_router(live.router)
+    app.include_router(exports.router)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

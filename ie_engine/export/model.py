@@ -168,7 +168,8 @@ image = pil_to_tensor(Image.open("photo.jpg").convert("RGB")).unsqueeze(0)  # ui
 
 # TorchScript: the run's preprocessing included, no project code needed
 embedder = torch.jit.load("embedder.torchscript.pt")
-features = embedder(image)  # (1, {info["feature_dim"]}), unit length
+with torch.no_grad():
+    features = embedder(image)  # (1, {info["feature_dim"]}), unit length
 
 # or the state dict in a torchvision {info["arch"]} (preprocess as the TorchScript file does)
 net = torchvision.models.{info["arch"]}(weights=None)
