@@ -53,12 +53,13 @@ class EngineHealth:
 
 @dataclass(frozen=True)
 class SpreadHealth:
-    """Every engine of a spread, plus what the spread itself did."""
+    """Every engine of a spread, plus what the spread itself did (``cached_answers``: queries
+    answered wholly from some engine's cache, without a request)."""
 
     engines: tuple[EngineHealth, ...]
     queries: int
     failovers: int
-    replay_hits: int
+    cached_answers: int
     license_filter: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,7 +67,7 @@ class SpreadHealth:
             "engines": [e.as_dict() for e in self.engines],
             "queries": self.queries,
             "failovers": self.failovers,
-            "replay_hits": self.replay_hits,
+            "cached_answers": self.cached_answers,
             "license_filter": self.license_filter,
         }
 

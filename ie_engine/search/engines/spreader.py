@@ -76,7 +76,7 @@ class MultiEngine:
         self.health_path = health_path
         self.queries = 0
         self.failovers = 0
-        self.replay_hits = 0
+        self.cached_answers = 0
 
     async def search(self, query: str, *, limit: int) -> list[SearchResult]:
         if limit < 1:
@@ -87,7 +87,7 @@ class MultiEngine:
             cached = engine.cached_only(query, limit)
             if cached is not None:
                 engine.counters.cache_hits += 1
-                self.replay_hits += 1
+                self.cached_answers += 1
                 return cached
         if self.replay:
             raise ReplayMissError(
@@ -126,7 +126,7 @@ class MultiEngine:
             engines=tuple(e.health() for e in self.engines),
             queries=self.queries,
             failovers=self.failovers,
-            replay_hits=self.replay_hits,
+            cached_answers=self.cached_answers,
             license_filter=self.license_filter.describe(),
         )
 
