@@ -7,7 +7,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ie_engine.export.html import CURVES, curve_points, esc, figure_uri, page, plot, table
+from ie_engine.export.html import (
+    CURVES,
+    curve_points,
+    esc,
+    figure_uri,
+    iteration_axis,
+    page,
+    plot,
+    table,
+)
 from ie_engine.export.records import RunData
 
 
@@ -31,7 +40,7 @@ def overlay_figure(runs: list[RunData], labels: list[str]) -> str | None:
             if xs:
                 ax.plot(xs, ys, marker="o", label=label)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("iteration")
+        iteration_axis(ax)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

@@ -18,7 +18,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
         ".gif": "image/gif"}
@@ -85,10 +87,19 @@ def plot(uri: str, alt: str) -> str:
     return f'<img class="plot" src="{uri}" alt="{esc(alt)}">'
 
 
-def table(head: Sequence[str], rows: Iterable[Sequence[Any]], *,
+def iteration_axis(ax: Axes) -> None:
+    """Label ``ax``'s x axis as iterations, whole numbers only."""
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def table(head: Sequence[str] | None, rows: Iterable[Sequence[Any]], *,
           numeric: Sequence[int] = ()) -> str:
-    """An HTML table; cells are escaped (pre-formatted strings pass through :func:`esc`)."""
-    out = ["<table><thead><tr>", *[f"<th>{esc(h)}</th>" for h in head], "</tr></thead><tbody>"]
+    """An HTML table (no header row when ``head`` is None); cells are escaped."""
+    out = ["<table>"]
+    if head is not None:
+        out += ["<thead><tr>", *[f"<th>{esc(h)}</th>" for h in head], "</tr></thead>"]
+    out.append("<tbody>")
     for row in rows:
         cells = [f'<td class="num">{num(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
                  for i, c in enumerate(row)]

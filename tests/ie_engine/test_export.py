@@ -269,3 +269,39 @@ def test_records_from_iteration_files_equal_the_checkpoints_before_a_veto(finish
     for img in from_files:
         other = from_ckpt[img.sha256]
         assert asdict(img) | {"kept": other.kept} == asdict(other)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_report_renders_in_chromium_without_a_request(finished, tmp_path):
+    """The page loads from a file with no request beyond itself and its data URIs; its
+    screenshot is ``test-artifacts/report.png`` (the README's)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is missing: run IE_WITH_BROWSER=1 bash scripts/setup.sh")
+    from playwright.sync_api import sync_playwright
+
+    from ie_engine.export.report import write_report
+
+    run = load_run(finished["dir"], name="tiny run: Tux Paint photos, explore")
+    target = finished["target"]
+    run.target = {"name": "Tux Paint photos", "images": len(target.images),
+                  "classes": target.class_names}
+    path = write_report(run, tmp_path / "report.html")
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1500})
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri(), wait_until="load")
+            loaded = page.evaluate(
+                "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            artifacts = ROOT / "test-artifacts"
+            artifacts.mkdir(exist_ok=True)
+            page.screenshot(path=str(artifacts / "report.png"))
+        finally:
+            browser.close()
+    assert loaded
+    assert [u for u in requests if not u.startswith("data:")] == [path.as_uri()]
