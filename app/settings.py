@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         description="The offline web's search service (``ie corpus serve``) that workers query. "
         "Its host is the one private address the downloader may fetch from.",
     )
+    engine_config: Path | None = Field(
+        default=None,
+        description="Web engine configuration file (TOML or JSON, the format of ``ie explore "
+        "--engine-config``). Its engines are offered on the launch form; None = the offline "
+        "web only. API keys stay in the worker's environment, named by the file.",
+    )
     broker_visibility_timeout: int = Field(
         default=6 * 3600,
         gt=0,
@@ -163,6 +169,8 @@ class Settings(BaseSettings):
             if self.corpus_dir is not None
             else self.data_dir / "corpus"
         )
+        if self.engine_config is not None:
+            self.engine_config = self.engine_config.expanduser().resolve()
         if self.env == "production":
             secret = self.secret_key.get_secret_value().strip()
             if not secret or secret == DEVELOPMENT_SECRET:

@@ -38,6 +38,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -221,7 +222,15 @@ class Run(Base):
     search_engine: Mapped[str] = mapped_column(
         String(32), default="offline", server_default="offline"
     )
-    """The image web the worker searches: ``offline`` is the built-in corpus on loopback."""
+    """The image web the worker searches: ``offline`` is the built-in corpus on loopback,
+    ``web`` the engines of ``engine_config``."""
+    engine_config: Mapped[dict[str, Any] | None]
+    """The web engines' configuration (``EnginesConfig.to_dict()`` of the chosen engines, no
+    keys); None for the offline web."""
+    licenses: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
+    """License codes a web result must carry to be downloaded; empty: any license."""
+    engine_health: Mapped[dict[str, Any] | None]
+    """Each web engine's health as the worker last saw it (``SpreadHealth.as_dict()``)."""
 
 
 class Iteration(Base):

@@ -24,7 +24,7 @@ running.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -60,8 +60,12 @@ def create_run(
     config: Mapping[str, Any],
     upload_id: int | None = None,
     search_engine: str = "offline",
+    engine_config: Mapping[str, Any] | None = None,
+    licenses: Sequence[str] = (),
 ) -> Run:
-    """A new draft run. ``config`` is an ``ExplorerConfig.to_dict()``; ``upload_id`` must exist."""
+    """A new draft run. ``config`` is an ``ExplorerConfig.to_dict()``; ``upload_id`` must exist.
+    ``engine_config`` (web engines, an ``EnginesConfig.to_dict()``) and ``licenses`` (license
+    codes, empty: any) apply when ``search_engine`` is ``web``."""
     if upload_id is not None and session.get(Upload, upload_id) is None:
         raise NotFound(f"upload {upload_id} does not exist")
     run = Run(
@@ -69,6 +73,8 @@ def create_run(
         config=clean_json(dict(config)),
         upload_id=upload_id,
         search_engine=search_engine,
+        engine_config=clean_json(dict(engine_config)) if engine_config is not None else None,
+        licenses=list(licenses),
     )
     session.add(run)
     session.flush()
@@ -207,5 +213,24 @@ def withdraw_pause(session: Session, run_id: int, *, now: datetime | None = None
         run.pause_requested = False
         run.updated_at = now or utcnow()
         add_event(session, run_id, "control", {"request": "resume", "status": run.status.value})
+    session.flush()
+    return run
+
+
+def set_engine_health(
+    session: Session, run_id: int, health: Mapping[str, Any], *, event: bool = True
+) -> Run:
+    """Store the run's web engines' health (``SpreadHealth.as_dict()``) and, with ``event``, add
+    an ``engines`` event summing it up (each engine's status, requests, errors, quota left)."""
+    run = get_run(session, run_id)
+    run.engine_health = clean_json(dict(health))
+    if event:
+        engines = [
+            {k: e.get(k) for k in ("name", "status", "requests", "errors", "quota_left_today",
+                                   "latency_ms_mean")}
+            for e in health.get("engines") or [] if isinstance(e, Mapping)
+        ]
+        add_event(session, run_id, "engines", {"engines": engines,
+                                               "queries": health.get("queries")})
     session.flush()
     return run

@@ -60,7 +60,7 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0002"
+            assert MigrationContext.configure(conn).get_current_revision() == "0003"
     finally:
         engine.dispose()
 
