@@ -10,10 +10,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.deps import FormDep, SessionDep, SettingsDep, ViewDep
 from app.errors import InvalidInput
 from app.services import dashboard
+from app.services.engines import (
+    LICENSE_CHOICES,
+    EngineOptions,
+    engine_options,
+    engines_fragment_context,
+)
 from app.services.runs import (
     BOUNDS,
     PRESETS,
-    SEARCH_ENGINES,
     launch_run,
     parse_launch_form,
 )
@@ -28,6 +33,7 @@ def _form_page(
     request: Request,
     session: SessionDep,
     values: dict[str, str],
+    options: EngineOptions,
     *,
     errors: InvalidInput | None = None,
 ) -> HTMLResponse:
@@ -46,7 +52,11 @@ def _form_page(
         "values": values,
         "error": errors,
         "presets": PRESETS,
-        "engines": SEARCH_ENGINES,
+        "engines": options.search_engines,
+        "web_engines": options.labels(),
+        "engine_error": options.error,
+        "ticked": set(values.get("engines", "").split(",")),
+        "license_choices": LICENSE_CHOICES,
         "defaults": defaults,
         "bounds": BOUNDS,
     }
@@ -54,11 +64,16 @@ def _form_page(
 
 
 @router.get("/new", response_class=HTMLResponse, name="new_run")
-def new_run(request: Request, session: SessionDep, upload: int | None = None) -> HTMLResponse:
+def new_run(
+    request: Request, session: SessionDep, settings: SettingsDep, upload: int | None = None
+) -> HTMLResponse:
     """The launch form (``?upload=ID`` picks the upload)."""
+    options = engine_options(settings)
+    license_filter, license_codes = options.default_licenses()
     values = {"upload_id": str(upload or ""), "preset": "cpu-small", "seed": "0",
-              "search_engine": "offline"}
-    return _form_page(request, session, values)
+              "search_engine": "offline", "engines": ",".join(options.names),
+              "license_filter": license_filter, "license_codes": license_codes}
+    return _form_page(request, session, values, options)
 
 
 @router.post("/new", response_model=None, name="launch_run")
@@ -66,10 +81,12 @@ def launch(request: Request, session: SessionDep, settings: SettingsDep, form: F
     """Create and queue a run, then go to its dashboard; the form again (400) when a field is
     unusable."""
     values = {key: value for key, value in form.items() if isinstance(value, str)}
+    values["engines"] = ",".join(v for v in form.getlist("engines") if isinstance(v, str))
+    options = engine_options(settings)
     try:
-        run = launch_run(session, settings, parse_launch_form(values))
+        run = launch_run(session, settings, parse_launch_form(values, options))
     except InvalidInput as exc:
-        return _form_page(request, session, values, errors=exc)
+        return _form_page(request, session, values, options, errors=exc)
     return RedirectResponse(request.url_for("run", run_id=run.id), status_code=303)
 
 
@@ -125,3 +142,10 @@ def log_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResp
     """The newest events, newest first."""
     context = dashboard.log_context(session, run_id)
     return render_fragment(request, "partials/_run_log.html", context)
+
+
+@router.get("/{run_id}/engines", response_class=HTMLResponse, name="run_engines")
+def engines_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+    """Each web engine's health (quota left, errors, latency, status)."""
+    context = engines_fragment_context(session, run_id)
+    return render_fragment(request, "partials/_run_engines.html", context)

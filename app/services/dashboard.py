@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 
+from app.services.engines import engines_context
 from app.services.runs import available_actions
 from app.store.concepts import ConceptSort, concepts_by_index, list_concepts, map_points
 from app.store.events import (
@@ -46,7 +47,7 @@ PHASES: Final = ("search", "download", "train", "score")
 
 SSE_KINDS: Final = (
     "status", "control", "phase", "iteration", "queries", "images", "concepts", "veto",
-    "veto-applied", "log", "error",
+    "veto-applied", "log", "error", "engines",
 )
 """Event kinds the page listens for (the event log shows each one as it arrives)."""
 REFRESH_ON: Final[dict[str, tuple[str, ...]]] = {
@@ -57,6 +58,7 @@ REFRESH_ON: Final[dict[str, tuple[str, ...]]] = {
     "gallery": ("images", "iteration", "veto", "veto-applied"),
     "charts": ("iteration",),
     "map": ("iteration", "concepts", "veto", "veto-applied"),
+    "engines": ("engines", "status"),
 }
 """Which event kinds make each region fetch itself again."""
 
@@ -326,6 +328,7 @@ def dashboard_context(session: Session, run_id: int, view: View) -> dict[str, An
         leaderboard_context(session, run_id, view),
         gallery_context(session, run_id, view),
         log_context(session, run_id),
+        engines_context(get_run(session, run_id)),
     ):
         context.update(part)
     context["view"] = replace(view, page=context["board"].page)

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal, cast
 
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, IllegalTransition, InvalidInput
+from app.services.engines import EngineChoice, EngineOptions, parse_engine_choice
 from app.services.live import publish
 from app.services.uploads import parse_class_names
 from app.settings import Settings, get_settings
@@ -52,8 +53,6 @@ Action = Literal["pause", "resume", "cancel"]
 
 PRESETS: Final[tuple[Preset, ...]] = ("cpu-small", "gpu-paper")
 """Presets a person may launch from the web (``tiny`` is for tests of the engine)."""
-SEARCH_ENGINES: Final = {"offline": "Offline web (the built-in image corpus)"}
-"""Image webs a run may search, with their descriptions."""
 BOUNDS: Final = {
     "iterations": (1, 1000),
     "queries_per_iteration": (1, 10_000),
@@ -105,6 +104,8 @@ class LaunchRequest:
     images_per_query: int | None
     seed: int
     class_names: tuple[str, ...]
+    engines: EngineChoice = field(default_factory=EngineChoice)
+    """The web engines and license filter (the offline web by default)."""
 
     def config(self) -> dict[str, object]:
         """The run's ``ExplorerConfig.to_dict()``; :class:`InvalidInput` if the engine refuses."""
@@ -147,8 +148,12 @@ def _whole_number(form: Mapping[str, str], field: str, errors: list[str]) -> int
     return value
 
 
-def parse_launch_form(form: Mapping[str, str]) -> LaunchRequest:
-    """The launch form's fields as a :class:`LaunchRequest`.
+def parse_launch_form(
+    form: Mapping[str, str], options: EngineOptions | None = None
+) -> LaunchRequest:
+    """The launch form's fields as a :class:`LaunchRequest`; ``options`` are the web engines
+    the settings offer (none: the offline web only). ``form["engines"]`` lists the ticked web
+    engines, comma-separated.
 
     Raises :class:`InvalidInput` listing every field that needs fixing (in ``details``).
     """
@@ -160,9 +165,7 @@ def parse_launch_form(form: Mapping[str, str]) -> LaunchRequest:
     preset = form.get("preset", "cpu-small").strip()
     if preset not in PRESETS:
         errors.append(f"preset: {preset[:40]!r} is not one of {', '.join(PRESETS)}")
-    engine = form.get("search_engine", "offline").strip()
-    if engine not in SEARCH_ENGINES:
-        errors.append(f"search engine: {engine[:40]!r} is not one of {', '.join(SEARCH_ENGINES)}")
+    engines = parse_engine_choice(form, options or EngineOptions(), errors)
     name = " ".join(form.get("name", "").split())
     if len(name) > 255:
         errors.append("name: at most 255 characters")
@@ -176,13 +179,14 @@ def parse_launch_form(form: Mapping[str, str]) -> LaunchRequest:
     return LaunchRequest(
         upload_id=upload_id,
         name=name,
-        search_engine=engine,
+        search_engine=engines.search_engine,
         preset=cast(Preset, preset),  # checked against PRESETS above
         iterations=iterations,
         queries_per_iteration=queries,
         images_per_query=per_query,
         seed=seed or 0,
         class_names=tuple(parse_class_names(form.get("class_names", ""))),
+        engines=engines,
     )
 
 
@@ -198,6 +202,8 @@ def launch_run(session: Session, settings: Settings, request: LaunchRequest) -> 
         config=request.config(),
         upload_id=upload.id,
         search_engine=request.search_engine,
+        engine_config=request.engines.engine_config,
+        licenses=request.engines.licenses,
     )
     set_run_status(session, run.id, S.QUEUED)
     session.commit()
