@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -204,19 +205,23 @@ def make_export(session: Session, settings: Settings, run_id: int, kind: ExportK
             raise Conflict(f"run {run_id} has no checkpoint yet: no model to export")
         from ie_engine.export.model import export_model
 
-        out = export_model(run_folder(settings, run_id), folder / "model", run=data)
-        return _zip_folder(out, folder / OUTPUTS["model"])
+        work = Path(tempfile.mkdtemp(prefix=".model-", dir=folder))
+        try:
+            export_model(run_folder(settings, run_id), work, run=data)
+            return _zip_folder(work, folder / OUTPUTS["model"])
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     raise InvalidInput(f"unknown export {kind!r}: choose model, dataset or report")
 
 
 def _zip_folder(folder: Path, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Zip ``folder``'s files under ``model/`` into ``path`` (written aside, then renamed)."""
+    tmp = folder / path.name
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in sorted(folder.iterdir()):
-            if file.is_file():
+            if file.is_file() and file != tmp:
                 zf.write(file, f"model/{file.name}")
     tmp.replace(path)
-    shutil.rmtree(folder, ignore_errors=True)
     return path
 
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
+import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterable
@@ -201,6 +204,9 @@ def export_dataset(images: list[ExportImage], out: Path, options: DatasetOptions
                    target_hashes: list[int] | None = None) -> Path:
     """Select, then write the dataset to ``out`` (a folder) or ``out.zip``; return the path.
 
+    The archive is written to a temporary file and renamed into place; a folder that holds an
+    earlier export loses that export's images first.
+
     ``meta``: what the datasheet says of the run (``name``, ``target``, ``iterations``,
     ``preset``, ``mode``, ``seed``). A missing image file raises FileNotFoundError.
     """
@@ -227,7 +233,9 @@ def export_dataset(images: list[ExportImage], out: Path, options: DatasetOptions
     if options.archive:
         path = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, data in files.items():
                 zf.writestr(name, data)
@@ -235,6 +243,8 @@ def export_dataset(images: list[ExportImage], out: Path, options: DatasetOptions
                 zf.write(img.file, row["file"], compress_type=zipfile.ZIP_STORED)
         tmp.replace(path)
         return path
+    if (out / "manifest.json").is_file():  # an earlier export here: its images go
+        shutil.rmtree(out / "images", ignore_errors=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for img, row in zip(chosen, rows, strict=True):
         (out / row["file"]).write_bytes(img.file.read_bytes())
