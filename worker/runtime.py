@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -33,7 +34,6 @@ from ie_engine.errors import TargetError
 from ie_engine.evaluate import knn_accuracy
 from ie_engine.explorer import Explorer
 from ie_engine.imaging import to_uint8_tensor_batch
-from ie_engine.search import HttpSearchEngine
 from ie_engine.target import load_target
 from ie_engine.vocabulary import (
     MiniLMEmbedder,
@@ -44,6 +44,7 @@ from ie_engine.vocabulary import (
     make_descriptor_source,
     restrict_to_label_set,
 )
+from worker.engines import allow_engine_hosts, engine_health, search_engine
 
 Stamp = tuple[int, int, int]
 """A checkpoint file's (inode, mtime in ns, size): changes whenever it is rewritten."""
@@ -179,8 +180,14 @@ class Runtime:
         if ctx is not None:
             ctx.explorer.close()
 
+    def engine_health(self, run_id: int) -> dict[str, Any] | None:
+        """The health of the web engines this process holds for run ``run_id`` (None: none)."""
+        ctx = self._runs.get(run_id)
+        return engine_health(ctx.explorer.engine) if ctx is not None else None
+
     def _build(self, session: Session, run: Run) -> RunContext:
-        cfg = run_config(run, self.settings)
+        engine = search_engine(run, self.settings, self.run_dir(run.id))
+        cfg = allow_engine_hosts(run_config(run, self.settings), engine)
         upload = session.get(Upload, run.upload_id) if run.upload_id is not None else None
         if upload is None:
             raise TargetError(f"run {run.id} has no target images (its upload is gone)")
@@ -205,7 +212,7 @@ class Runtime:
         explorer = Explorer(
             config=cfg, run_dir=self.run_dir(run.id), vocabulary=vocab,
             concept_embeddings=embeddings, target_images=pixels,
-            target_hashes=target.dhashes, engine=HttpSearchEngine(self.settings.search_url),
+            target_hashes=target.dhashes, engine=engine,
             descriptors=make_descriptor_source(cfg.vocabulary), class_concepts=class_concepts,
             allowed=allowed, evaluate=evaluate if labels else None,
         )

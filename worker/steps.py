@@ -38,7 +38,7 @@ from app.services.live import publish
 from app.store.concepts import update_concept_figures
 from app.store.events import add_event
 from app.store.models import Run, RunStatus, VetoAction
-from app.store.runs import ENDED, get_run, set_run_progress, set_run_status
+from app.store.runs import ENDED, get_run, set_engine_health, set_run_progress, set_run_status
 from app.store.vetoes import mark_vetoes_applied, pending_vetoes
 from ie_engine.evaluate import linear_probe_accuracy
 from ie_engine.explorer import Explorer, IterationSummary
@@ -164,6 +164,9 @@ def fetch_step(runtime: Runtime, run_id: int, iteration: int | None) -> Outcome:
     with runtime.factory() as session:
         persist_fetch(session, run_id, ex, fetched)
         set_run_progress(session, run_id, iteration=it, phase="fetched")
+        health = runtime.engine_health(run_id)
+        if health is not None:
+            set_engine_health(session, run_id, health)
         _commit(runtime, session, run_id)
     send(runtime, LEARN_TASK, run_id, it)
     return Outcome(f"fetched iteration {it}", LEARN_TASK)
@@ -329,12 +332,15 @@ def finish(runtime: Runtime, ctx: RunContext, run_id: int) -> Outcome:
 
 def fail(runtime: Runtime, run_id: int, message: str) -> None:
     """Mark run ``run_id`` failed with ``message`` and an ``error`` event (a run that already
-    ended stays as it is)."""
+    ended stays as it is); the web engines' health as they stopped is kept with it."""
+    health = runtime.engine_health(run_id)
     runtime.forget(run_id)
     with runtime.factory() as session:
         run = get_run(session, run_id)
         if S(run.status) in ENDED:
             return
+        if health is not None:
+            set_engine_health(session, run_id, health)
         add_event(session, run_id, "error", {"message": message})
         set_run_status(session, run_id, S.FAILED, error=message)
         _commit(runtime, session, run_id)
