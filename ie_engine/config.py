@@ -45,10 +45,12 @@ class PolicyConfig:
     gp_max_observations: int = 2560
     """Above this many distinct observed concepts the GP gives way to ridge regression
     [paper: after 10 iterations of 256]."""
-    gp_exact_variance_max: int = 1024
+    gp_exact_variance_max: int = 512
     """Past this many distinct observed concepts, sigma is computed from a seeded subset of this
     size (an upper bound of the exact variance: see ``policy.gp.predict_gp``); the mean always
-    uses every observation. Keeps a 146k-concept update within seconds on 2 CPU cores."""
+    uses every observation. The variance costs N x m^2: at m = 1,024 it took as long as the
+    mean over all 2,560 observations; 512 keeps a full-vocabulary update within seconds on 2
+    CPU cores (README, "Policy timings")."""
     ridge_alpha: float = 1.0
     """Ridge regularisation once the GP is retired."""
     gp_noise: float = 1e-2

@@ -107,7 +107,7 @@ class ConceptPolicy:
             pred.sigma[idx] = 0.0
             return pred, "prior"
         gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed, init=self._kernel)
-        self._kernel = gp.kernel_
+        self._kernel = gp.kernel
         pred = predict_gp(
             gp, self.embeddings, exact_variance_max=self.config.gp_exact_variance_max,
             seed=self.seed,

@@ -5,7 +5,8 @@ The GP's hyper-parameters (signal variance, RBF length-scale, noise) are fitted 
 here, in float32 torch and in chunks, from the fitted Cholesky factor: scikit-learn's
 ``predict(return_std=True)`` builds the (n_train x n_vocab) solve in float64 at once, which for
 146k concepts and 2,560 observations needs ~3 GB and took several times longer in our measurement
-(see README, "Policy timings"). The closed form is the same; a test compares the two.
+(see README, "Policy timings"). Conditioning on every observation is done here too, in float64
+torch. The closed form is the same; a test compares the two, and with scikit-learn's own path.
 """
 
 from __future__ import annotations
@@ -31,6 +32,52 @@ class Prediction:
     sigma: np.ndarray
 
 
+@dataclass
+class FittedGP:
+    """An RBF GP conditioned on its observations: what prediction needs.
+
+    ``kernel`` is scikit-learn's fitted ``C * RBF + White`` kernel (its hyper-parameters; the
+    next fit starts from it); ``x`` (n, D) float32 observed embeddings; ``chol`` the (n, n)
+    lower Cholesky factor of K(X, X) + noise I in float64; ``alpha`` = K^-1 y_normalised;
+    rewards are normalised as ``(y - y_mean) / y_std`` (scikit-learn's ``normalize_y``)."""
+
+    kernel: Kernel
+    x: np.ndarray
+    chol: torch.Tensor
+    alpha: torch.Tensor
+    y_mean: float
+    y_std: float
+
+    @property
+    def signal(self) -> float:
+        return float(self.kernel.k1.k1.constant_value)
+
+    @property
+    def length(self) -> float:
+        return float(self.kernel.k1.k2.length_scale)
+
+    @property
+    def noise(self) -> float:
+        return float(self.kernel.k2.noise_level)
+
+
+def _rbf(a: torch.Tensor, b: torch.Tensor, signal: float, length: float) -> torch.Tensor:
+    """signal * exp(-|a - b|^2 / (2 l^2)) between the rows of ``a`` and ``b``, by one matrix
+    product (|a|^2 + |b|^2 - 2 a.b)."""
+    sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return signal * torch.exp(-0.5 * sq.clamp_min(0.0) / (length * length))
+
+
+def _cholesky(k: torch.Tensor) -> torch.Tensor:
+    """Lower Cholesky factor, with a growing diagonal jitter if round-off broke definiteness."""
+    eye = torch.eye(len(k), dtype=k.dtype)
+    for jitter in (1e-10, 1e-8, 1e-6, 1e-4):
+        chol, info = torch.linalg.cholesky_ex(k + jitter * eye)
+        if int(info) == 0:
+            return chol
+    raise np.linalg.LinAlgError("GP kernel matrix is not positive definite")
+
+
 def fit_gp(
     x: np.ndarray,
     y: np.ndarray,
@@ -39,41 +86,50 @@ def fit_gp(
     seed: int,
     hyper_subsample: int = 256,
     init: Kernel | None = None,
-) -> GaussianProcessRegressor:
+) -> FittedGP:
     """Fit an RBF GP on observed concepts ``x`` (n, D) with rewards ``y`` (n,).
 
-    The kernel is ``C * RBF(l) + White(noise)``; ``normalize_y`` centres and scales the rewards,
-    so the prior mean is the mean observed reward. The three hyper-parameters are chosen by
-    marginal likelihood on at most ``hyper_subsample`` observations (each optimiser step costs a
-    Cholesky and an n x n x 3 gradient; on 512 of them it took ~10 s on 2 busy cores, on all
-    2,560 tens of seconds), then the GP is
-    conditioned on every observation with those hyper-parameters fixed. ``init``: the kernel
-    fitted at the previous update, to start the optimiser from (it then converges in a few
-    steps, since rewards change little between iterations).
+    The kernel is ``C * RBF(l) + White(noise)``; rewards are centred and scaled, so the prior
+    mean is the mean observed reward. The three hyper-parameters are chosen by scikit-learn's
+    ``GaussianProcessRegressor`` (marginal likelihood) on at most ``hyper_subsample``
+    observations (each optimiser step costs a Cholesky and an n x n x 3 gradient; on 512 of
+    them it took ~10 s on 2 busy cores, on all 2,560 tens of seconds). Then the GP is
+    conditioned on every observation with those hyper-parameters fixed, here in float64 torch
+    (the kernel matrix by one matrix product: scikit-learn's pairwise distances took several
+    times longer at 2,560 observations). ``init``: the kernel fitted at the previous update,
+    to start the optimiser from (it then converges in a few steps, since rewards change little
+    between iterations).
     """
     kernel = init if init is not None else ConstantKernel(1.0, (1e-3, 1e3)) * RBF(
         1.0, (1e-2, 1e2)
     ) + WhiteKernel(noise, (1e-6, 1e1))
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    pick = (
+        np.random.default_rng(seed).choice(len(y64), hyper_subsample, replace=False)
+        if len(y64) > hyper_subsample else np.arange(len(y64))
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if len(y64) > hyper_subsample:
-            pick = np.random.default_rng(seed).choice(len(y64), hyper_subsample, replace=False)
-            probe = GaussianProcessRegressor(
-                kernel=kernel, normalize_y=True, n_restarts_optimizer=0, random_state=seed
-            ).fit(x64[pick], y64[pick])
-            kernel = probe.kernel_
-            gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, optimizer=None)
-        else:
-            gp = GaussianProcessRegressor(
-                kernel=kernel, normalize_y=True, n_restarts_optimizer=0, random_state=seed
-            )
-        gp.fit(x64, y64)
-    return gp
+        probe = GaussianProcessRegressor(
+            kernel=kernel, normalize_y=True, n_restarts_optimizer=0, random_state=seed
+        ).fit(x64[pick], y64[pick])
+    fitted: Kernel = probe.kernel_
+    y_mean = float(y64.mean())
+    y_std = float(y64.std()) or 1.0
+    xt = torch.from_numpy(x64)
+    signal = float(fitted.k1.k1.constant_value)
+    length = float(fitted.k1.k2.length_scale)
+    white = float(fitted.k2.noise_level)
+    k = _rbf(xt, xt, signal, length) + white * torch.eye(len(xt), dtype=torch.float64)
+    chol = _cholesky(k)
+    y_norm = torch.from_numpy((y64 - y_mean) / y_std)[:, None]
+    alpha = torch.cholesky_solve(y_norm, chol).reshape(-1)
+    return FittedGP(kernel=fitted, x=np.ascontiguousarray(x, dtype=np.float32), chol=chol,
+                    alpha=alpha, y_mean=y_mean, y_std=y_std)
 
 
 def predict_gp(
-    gp: GaussianProcessRegressor, x: np.ndarray, *, exact_variance_max: int = 1024, seed: int = 0
+    gp: FittedGP, x: np.ndarray, *, exact_variance_max: int = 512, seed: int = 0
 ) -> Prediction:
     """Posterior mean and standard deviation of a fitted GP at ``x`` (N, D), chunked in torch.
 
@@ -85,29 +141,24 @@ def predict_gp(
     is an upper bound of the exact variance (conditioning a GP on fewer observations never
     lowers its posterior variance), so it errs towards exploring. Exact when n is at most that.
     """
-    kernel = gp.kernel_
-    signal = float(kernel.k1.k1.constant_value)
-    length = float(kernel.k1.k2.length_scale)
-    noise = float(kernel.k2.noise_level)
-    x_np = np.ascontiguousarray(gp.X_train_, dtype=np.float32)
+    signal, length, noise = gp.signal, gp.length, gp.noise
+    x_np = gp.x
     x_train = torch.from_numpy(x_np)
-    alpha = torch.from_numpy(np.ascontiguousarray(gp.alpha_, dtype=np.float32)).reshape(-1)
+    alpha = gp.alpha.to(torch.float32)
     if len(x_np) <= exact_variance_max:
         var_idx = torch.arange(len(x_np))
-        chol = torch.from_numpy(np.ascontiguousarray(gp.L_, dtype=np.float32))  # (n, n) lower
+        chol = gp.chol
     else:
         pick = np.sort(np.random.default_rng(seed).choice(len(x_np), exact_variance_max, False))
         var_idx = torch.from_numpy(pick)
-        sub = x_np[pick].astype(np.float64)
-        d2 = ((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1)
-        k_sub = signal * np.exp(-0.5 * d2 / length**2) + noise * np.eye(len(sub))
-        chol = torch.from_numpy(np.linalg.cholesky(k_sub).astype(np.float32))
+        sub = torch.from_numpy(x_np[pick].astype(np.float64))
+        k_sub = _rbf(sub, sub, signal, length) + noise * torch.eye(len(sub), dtype=torch.float64)
+        chol = _cholesky(k_sub)
     # L^-1 once (m^3 / 3), so each chunk's variance is one matrix product at BLAS speed
     # (a triangular solve per chunk measured ~3x slower in torch on CPU).
-    chol_inv = torch.linalg.solve_triangular(chol, torch.eye(len(chol)), upper=False)  # (m, m)
+    chol_inv = torch.linalg.solve_triangular(
+        chol, torch.eye(len(chol), dtype=chol.dtype), upper=False).to(torch.float32)  # (m, m)
     train_sq = (x_train * x_train).sum(1)  # (n,)
-    y_mean = float(np.asarray(gp._y_train_mean).reshape(-1)[0])
-    y_std = float(np.asarray(gp._y_train_std).reshape(-1)[0])
 
     n_total = x.shape[0]
     mu = np.empty(n_total, dtype=np.float32)
@@ -118,9 +169,10 @@ def predict_gp(
             sq = (z * z).sum(1, keepdim=True) + train_sq[None, :] - 2.0 * (z @ x_train.T)
             k = signal * torch.exp(-0.5 * sq.clamp_min(0.0) / (length * length))  # (c, n)
             mu[start : start + len(z)] = (k @ alpha).numpy()
-            v = k[:, var_idx] @ chol_inv.T  # (c, m): rows are (L^-1 k)^T
+            k_var = k if len(var_idx) == len(x_np) else k[:, var_idx]
+            v = k_var @ chol_inv.T  # (c, m): rows are (L^-1 k)^T
             var[start : start + len(z)] = (signal - (v * v).sum(1)).clamp_min(0.0).numpy()
-    return Prediction(mu=mu * y_std + y_mean, sigma=np.sqrt(var) * y_std)
+    return Prediction(mu=mu * gp.y_std + gp.y_mean, sigma=np.sqrt(var) * gp.y_std)
 
 
 def fit_predict_ridge(
