@@ -38,12 +38,14 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
         return settings.broker_url, options
     folder = settings.broker_dir / "messages"
     processed = settings.broker_dir / "processed"
-    for path in (folder, processed):
+    control = settings.broker_dir / "control"  # exchange tables (kombu's default: ./control)
+    for path in (folder, processed, control):
         path.mkdir(parents=True, exist_ok=True)
     return "filesystem://", {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
         "processed_folder": str(processed),
+        "control_folder": str(control),
         "store_processed": False,
     }
 

@@ -15,6 +15,10 @@ def test_embedded_broker_lives_in_the_data_folder(tmp_path):
     assert options["data_folder_in"] == options["data_folder_out"]
     assert options["data_folder_in"].startswith(str(tmp_path / "broker"))
     assert (tmp_path / "broker" / "messages").is_dir()
+    # Every folder the transport writes is in there, its exchange tables included (kombu's
+    # default would be ./control in the worker's working directory).
+    assert options["control_folder"] == str(tmp_path / "broker" / "control")
+    assert (tmp_path / "broker" / "control").is_dir()
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert {q.name for q in conf.task_queues} == {"io", "gpu"}
