@@ -19,7 +19,7 @@ from ie_engine.errors import ConfigError
 def add_parsers(sub: Any) -> None:
     """Add ``pretrain`` and ``bench`` to the ``ie`` command's subparsers."""
     p = sub.add_parser("pretrain", help="train the generic base model on the offline corpus")
-    p.add_argument("--steps", type=int, default=300, help="optimiser steps (default: 300)")
+    p.add_argument("--steps", type=int, default=400, help="optimiser steps (default: 400)")
     p.add_argument("--max-images", type=int, default=None,
                    help="a seeded random subset of the corpus (default: all of it)")
     p.add_argument("--seed", type=int, default=0)
@@ -30,7 +30,8 @@ def add_parsers(sub: Any) -> None:
 
     b = sub.add_parser("bench", help="benchmark: explore vs random vs target-only vs label-set")
     b.add_argument("--quick", action="store_true",
-                   help="one target, 2 seeds, 3 short iterations (under 10 minutes on 2 cores)")
+                   help="one target, 2 seeds, 3 short iterations (under 10 minutes on 2 cores "
+                        "once the base model is cached)")
     b.add_argument("--target", default=None,
                    help="clipart-heldout, tuxpaint-photos, or a folder (one subfolder per class)"
                         " with --relevance-map (default: both built-in targets)")
