@@ -140,6 +140,8 @@ def write_report(out_dir: Path, *, readme: Path | None, say: Say) -> dict[str, A
             dest = docs / Path(p).name
             dest.write_bytes(Path(p).read_bytes())
             rel[target] = dest.relative_to(readme.parent).as_posix()
+        docs.mkdir(parents=True, exist_ok=True)
+        (docs / f"{out_dir.name}-summary.json").write_text(json.dumps(summary, indent=1))
         if not update_readme(readme, readme_section(summary, rel)):
             say(f"README {readme} has no benchmark markers: table not written")
     for c in summary["checks"]:
