@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ def main() -> None:
         root = Path(__file__).resolve().parent.parent
         target = args.data_dir / "demo-target"
         run_dir = args.data_dir / "figures-run"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time
         ie = [sys.executable, "-m", "ie_engine.cli", "--data-dir", str(args.data_dir)]
         subprocess.run([*ie, "demo-target", "--out", str(target)], check=True, cwd=root)
         t0 = time.perf_counter()
