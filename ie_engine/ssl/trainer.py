@@ -13,26 +13,15 @@ One step, for a batch of ``B`` uint8 images ``(B, 3, H, W)`` chosen by the calle
 Momentum factor: MoCo v3 raises it from ``m`` to 1 with a cosine over a known number of epochs;
 exploration trains for an open-ended number of short rounds, so the factor stays constant.
 
-Weight decay and LARS' layer-wise scaling apply to weight matrices and convolution kernels only,
-not to biases or BatchNorm parameters (as in MoCo v3 / BYOL).
-
-Device: ``"auto"`` picks CUDA when present. On CUDA only: mixed precision when ``amp`` (bfloat16
-where the GPU supports it, else float16 with a gradient scaler), channels-last memory when
-``channels_last``, and ``torch.backends.cudnn.benchmark`` is switched on. The CPU path runs in
-float32. ``torch.set_num_threads`` is called only when ``num_threads`` is set.
-
-Measured, ``cpu-small`` preset (ResNet-18 with the stride-2 small stem, 64 px, batch 64) on 2
-shared CPU cores that other jobs kept busy (load 4-6): 3.3 s per step at the quietest (an early
-timing of the same network step), typically 7-12 s with one torch thread and 13-22 s with
-torch's default two (thread oversubscription on a busy machine). Augmentation took 50-105 ms of
-a step; against :func:`bare_train_throughput`, steps interleaved one by one, the ratio was 1.10
-over 8 steps (load noise dominates; the trainer's own overhead - sampling, augmentation, the
-loss check - is about 1% of a step).
+The network, optimiser, device and precision are built by :mod:`ie_engine.ssl.step` (weight
+decay, CUDA and mixed precision are described there); :func:`bare_train_throughput`
+(:mod:`ie_engine.ssl.throughput`) times the same step without the trainer around it. Their
+public names are importable from here too. ``torch.set_num_threads`` is called only when
+``num_threads`` is set.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -42,24 +31,30 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightly.utils.lars import LARS
 from torch import Tensor
 
 from ie_engine.config import TrainConfig
 from ie_engine.errors import (
     Cancelled,
     CheckpointError,
-    ConfigError,
     NonFiniteLossError,
     TrainingError,
 )
 from ie_engine.ssl.augment import TwoViewAugment, eval_transform
-from ie_engine.ssl.loss import symmetric_loss
-from ie_engine.ssl.model import MoCoV3, load_backbone_checkpoint
+from ie_engine.ssl.model import MoCoV3
+from ie_engine.ssl.step import (
+    SGD_MOMENTUM,
+    _check_config,
+    _loss,
+    _Precision,
+    build_model,
+    build_optimizer,
+    resolve_device,
+)
+from ie_engine.ssl.throughput import bare_train_throughput
 from ie_engine.types import ProgressSink
 
 STATE_FORMAT = "ie-ssl-trainer/1"
-SGD_MOMENTUM = 0.9
 PROGRESS_PHASE = "train"
 
 SampleBatch = Callable[[int, torch.Generator], Tensor]
@@ -77,97 +72,6 @@ class TrainStats:
     seconds: float = 0.0
     first_step: int = 0
     """Global index of the first step of this call."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given (CUDA checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
-def _check_config(config: TrainConfig) -> None:
-    if config.batch_size < 2:
-        raise ConfigError("batch_size must be at least 2 (contrastive loss)")
-    if config.temperature <= 0:
-        raise ConfigError("temperature must be positive")
-    if not 0.0 <= config.momentum_encoder <= 1.0:
-        raise ConfigError("momentum_encoder must be in [0, 1]")
-    if config.lr < 0:
-        raise ConfigError("lr must not be negative")
-
-
-def build_model(config: TrainConfig, seed: int) -> MoCoV3:
-    """The network of ``config``, initialised from ``seed`` without touching the global RNG,
-    then from ``config.init_checkpoint`` (backbone only; the momentum copy follows)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MoCoV3(
-            config.arch, config.image_size, hidden_dim=config.hidden_dim, proj_dim=config.proj_dim
-        )
-    if config.init_checkpoint:
-        load_backbone_checkpoint(model.backbone, config.init_checkpoint)
-        model.sync_momentum()
-    return model
-
-
-def build_optimizer(model: MoCoV3, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum 0.9) or LARS at ``lr * batch_size / 256``; weight decay on ``ndim > 1``
-    parameters only (LARS then also skips the others' layer-wise scaling)."""
-    lr = config.lr * config.batch_size / 256
-    params = model.online_parameters()
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if config.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=SGD_MOMENTUM)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=SGD_MOMENTUM)
-    raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose sgd or lars")
-
-
-class _Precision:
-    """Autocast and gradient scaling for one device (all off on CPU)."""
-
-    def __init__(self, device: torch.device, config: TrainConfig) -> None:
-        self.device = device
-        on_cuda = device.type == "cuda"
-        self.enabled = bool(config.amp) and on_cuda
-        self.dtype = (
-            torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        self.channels_last = bool(config.channels_last) and on_cuda
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.enabled and self.dtype == torch.float16
-        )
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.dtype)
-
-    def prepare(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-def _loss(model: MoCoV3, v1: Tensor, v2: Tensor, momentum: float, temperature: float) -> Tensor:
-    """The step's forward pass: views ``(B, 3, S, S)`` -> scalar loss (momentum EMA included)."""
-    q1 = model.query(v1)
-    q2 = model.query(v2)
-    model.update_momentum(momentum)
-    k1 = model.key(v1)
-    k2 = model.key(v2)
-    return symmetric_loss(q1, q2, k1, k2, temperature)
 
 
 def _cpu_copy(obj: Any) -> Any:
@@ -384,61 +288,10 @@ class SSLTrainer:
             raise CheckpointError(f"cannot restore trainer state: {exc}") from exc
 
 
-# -- benchmark --------------------------------------------------------------------------------
-
-
-def _repeat_to(images: Tensor, n: int) -> Tensor:
-    reps = -(-n // images.shape[0])
-    return images.repeat(reps, 1, 1, 1)[:n]
-
-
-def bare_train_throughput(
-    config: TrainConfig, images: Tensor, steps: int, *, seed: int = 0, warmup: int = 1
-) -> float:
-    """Images per second of a minimal PyTorch loop with the same network, loss and optimiser.
-
-    ``images``: uint8 ``(N, 3, H, W)``, repeated or cut to ``config.batch_size``. Two views are
-    augmented once, before timing, and reused at every step: the loop is forward, loss,
-    backward, optimiser step and momentum update only - no data sampling, no augmentation, no
-    loss check, no progress. Counts source images (``batch_size`` per step) like
-    :attr:`TrainStats.images_per_second`. ``warmup`` untimed steps come first (first-call
-    allocations, cuDNN autotuning), so compare with a :meth:`SSLTrainer.train` call made after a
-    warm-up call: ``stats.images_per_second / bare_train_throughput(...)`` is then the trainer's
-    steady-state efficiency.
-    """
-    _check_config(config)
-    if steps < 1:
-        raise ValueError("steps must be at least 1")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
-    prec = _Precision(device, config)
-    model = build_model(config, seed).to(device)
-    if prec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = build_optimizer(model, config)
-    batch = _repeat_to(images, config.batch_size).to(device)
-    generator = torch.Generator().manual_seed(seed)
-    v1, v2 = TwoViewAugment(config.image_size, min_crop_area=config.min_crop_area)(batch, generator)
-    views = (prec.prepare(v1), prec.prepare(v2))
-    start = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            prec.sync()
-            start = time.perf_counter()
-        with prec.autocast():
-            loss = _loss(model, views[0], views[1], config.momentum_encoder, config.temperature)
-        optimizer.zero_grad(set_to_none=True)
-        prec.scaler.scale(loss).backward()
-        prec.scaler.step(optimizer)
-        prec.scaler.update()
-    prec.sync()
-    seconds = time.perf_counter() - start
-    return steps * config.batch_size / seconds
-
-
 __all__ = [
+    "PROGRESS_PHASE",
+    "SGD_MOMENTUM",
+    "STATE_FORMAT",
     "SSLTrainer",
     "SampleBatch",
     "TrainStats",
