@@ -3,6 +3,8 @@
 Every error the store and the services raise on purpose derives from :class:`AppError`::
 
     AppError                    400  base class; ``message`` is shown to the person as it is
+    ├── LoginRequired           401  no credentials, or wrong ones (see :mod:`app.access`)
+    ├── CsrfRefused             403  a state-changing request without its session's CSRF token
     ├── NotFound                404  a run, upload or concept id that does not exist
     ├── Conflict                409  the request contradicts the current state
     │   └── IllegalTransition   409  a run status change the state machine forbids
@@ -29,6 +31,18 @@ class AppError(Exception):
         self.message = message
         self.details: list[str] = list(details or [])
         """Extra lines shown under the message (for example why each file was refused)."""
+
+
+class LoginRequired(AppError):
+    """The request carries no valid session cookie or access token."""
+
+    status_code = 401
+
+
+class CsrfRefused(AppError):
+    """A state-changing request from a logged-in browser lacks its session's CSRF token."""
+
+    status_code = 403
 
 
 class NotFound(AppError):
@@ -74,8 +88,10 @@ class UploadTooLarge(UploadRefused):
 __all__ = [
     "AppError",
     "Conflict",
+    "CsrfRefused",
     "IllegalTransition",
     "InvalidInput",
+    "LoginRequired",
     "NotFound",
     "UploadRefused",
     "UploadTooLarge",

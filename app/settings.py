@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET: Final = "development-only-secret-do-not-use-in-production"
 """The secret key used when none is given; refused when ``env`` is ``production``."""
+MIN_TOKEN_LENGTH: Final = 16
+"""The shortest access token accepted (``IE_ACCESS_TOKEN``)."""
 
 
 class Settings(BaseSettings):
@@ -76,6 +78,26 @@ class Settings(BaseSettings):
         default=SecretStr(DEVELOPMENT_SECRET),
         description="Key for signing cookies and tokens. Must be set (and not the development "
         "default) when ``env`` is ``production``.",
+    )
+    access_token: SecretStr | None = Field(
+        default=None,
+        description="The one access token that opens the app: typed on the login page (which "
+        "then sets a signed session cookie) or sent as ``Authorization: Bearer <token>`` by "
+        "scripts. At least 16 characters. None in development = a random token kept in "
+        "``{data_dir}/access-token`` (``python -m app.access`` prints it); required in "
+        "production.",
+    )
+    session_hours: float = Field(
+        default=14 * 24,
+        gt=0,
+        description="How long a login lasts; changing the access token or the secret key ends "
+        "every session at once.",
+    )
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="Mark the session cookie ``Secure`` (sent over HTTPS only). None = when "
+        "the request itself came over HTTPS (behind a TLS proxy, start uvicorn with "
+        "``--proxy-headers`` or set this to true).",
     )
     corpus_dir: Path | None = Field(
         default=None,
@@ -179,6 +201,21 @@ class Settings(BaseSettings):
                     "(it is empty or still the development default); for example: "
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
+            token = self.access_token.get_secret_value().strip() if self.access_token else ""
+            if len(token) < MIN_TOKEN_LENGTH:
+                raise ValueError(
+                    f"IE_ACCESS_TOKEN must be set to a token of at least {MIN_TOKEN_LENGTH} "
+                    "characters when IE_ENV=production (it is "
+                    f"{'missing' if not token else 'too short'}); for example: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+                )
+        if self.access_token is not None:
+            token = self.access_token.get_secret_value().strip()
+            if len(token) < MIN_TOKEN_LENGTH:
+                raise ValueError(
+                    f"IE_ACCESS_TOKEN is too short: at least {MIN_TOKEN_LENGTH} characters"
+                )
+            self.access_token = SecretStr(token)
         return self
 
     @property

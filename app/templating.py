@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -30,6 +31,8 @@ def make_templates(directory: Path = TEMPLATES_DIR) -> Jinja2Templates:
     templates.env.lstrip_blocks = True
     templates.env.filters["num"] = format_number
     templates.env.filters["percent"] = format_percent
+    templates.env.globals["csrf_token"] = csrf_token
+    templates.env.globals["csrf_field"] = csrf_field
     return templates
 
 
@@ -47,6 +50,17 @@ def format_percent(value: float | None, digits: int = 1) -> str:
     if value is None or not math.isfinite(value):
         return "\u2013"
     return f"{100 * value:.{digits}f}%"
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token of the request's session ('' without one; see :mod:`app.access`)."""
+    return str(getattr(request.state, "csrf", ""))
+
+
+def csrf_field(request: Request) -> Markup:
+    """The hidden form field carrying the CSRF token: every POST form has one."""
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(
+        csrf_token(request))
 
 
 def is_htmx(request: Request) -> bool:

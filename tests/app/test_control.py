@@ -20,6 +20,7 @@ from app.store.db import make_session_factory, session_scope
 from app.store.events import events_after
 from app.store.models import Concept, Run, RunStatus, Veto
 from app.store.runs import set_run_progress, set_run_status
+from tests.app.auth import logged_in
 from tests.app.factories import concept_rows, make_run, make_running_run
 
 HTMX = {"HX-Request": "true"}
@@ -28,7 +29,7 @@ HTMX = {"HX-Request": "true"}
 @pytest.fixture
 def client(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url))
-    with TestClient(app) as client:
+    with logged_in(app) as client:
         yield client
 
 

@@ -20,6 +20,7 @@ from app.store.migrate import downgrade, upgrade
 from app.store.models import Event, Run
 from app.store.runs import create_run, set_engine_health
 from ie_engine.search.engines import EnginesConfig
+from tests.app.auth import logged_in
 from tests.app.factories import make_upload
 
 ENGINES_TOML = """
@@ -67,7 +68,7 @@ def config_file(tmp_path: Path) -> Path:
 def _client(tmp_path: Path, db_url: str, engine_config: Path | None) -> TestClient:
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url,
                         engine_config=engine_config)
-    return TestClient(create_app(settings))
+    return logged_in(create_app(settings))
 
 
 @pytest.fixture

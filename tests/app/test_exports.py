@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
@@ -25,6 +24,7 @@ from app.store.migrate import upgrade
 from app.store.models import Concept, Image, Run, RunStatus
 from app.store.vetoes import record_veto
 from ie_engine.export.dataset import MANIFEST_FIELDS
+from tests.app.auth import logged_in
 from tests.worker.conftest import make_data_dir, world
 from tests.worker.world import queue_run
 from worker.runtime import Runtime
@@ -69,7 +69,7 @@ def app_runs(world, tmp_path_factory):
 
 @pytest.fixture
 def client(app_runs):
-    with TestClient(create_app(app_runs["settings"])) as c:
+    with logged_in(create_app(app_runs["settings"])) as c:
         yield c
 
 

@@ -17,13 +17,14 @@ from app.store.db import make_session_factory, session_scope
 from app.store.events import events_after
 from app.store.models import Run, RunStatus
 from ie_engine.config import ExplorerConfig, make_config
+from tests.app.auth import logged_in
 from tests.app.factories import make_upload
 
 
 @pytest.fixture
 def client(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url))
-    with TestClient(app) as client:
+    with logged_in(app) as client:
         yield client
 
 

@@ -15,6 +15,7 @@ from app.settings import Settings
 from app.store.concepts import upsert_concepts
 from app.store.db import make_session_factory, session_scope
 from app.store.vetoes import record_veto
+from tests.app.auth import logged_in
 from tests.app.factories import concept_rows, make_running_run
 
 N = 61
@@ -69,7 +70,7 @@ def test_the_leaderboard_matches_the_reference(tmp_path: Path, db_url: str, engi
     searches = ["", term, term.upper(), "number 1", "nothing-like-this"]
     app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url))
     checked = 0
-    with TestClient(app) as client:
+    with logged_in(app) as client:
         for sort in [*SORTS, "lemma", "index"]:
             for q in searches:
                 for show in ("all", "live", "vetoed"):
@@ -93,7 +94,7 @@ def test_sort_and_paging_links_keep_the_view(tmp_path: Path, db_url: str, engine
         upsert_concepts(session, run.id, concept_rows(N))
         run_id = run.id
     app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url))
-    with TestClient(app) as client:
+    with logged_in(app) as client:
         params: dict[str, Any] = {"sort": "mu", "show": "live", "page": 2, "q": "number"}
         listed, _, _ = _listed(client, run_id, **params)
         ticked = listed[1]

@@ -25,6 +25,7 @@ from app.services.live import (
 from app.settings import Settings
 from app.store.db import make_engine, make_session_factory, session_scope
 from app.store.events import add_event
+from tests.app.auth import bearer
 from tests.app.factories import make_run
 from tests.app.servers import SseReader, serve
 
@@ -60,7 +61,7 @@ def test_events_arrive_in_order_and_a_reconnect_resumes_without_loss(
     other = _new_run(engine)
     first, second = _add_events(engine, run_id, ["status", "phase"])
     app = create_app(_settings(tmp_path, db_url))
-    with serve(app) as base, httpx.Client(base_url=base, timeout=5) as client:
+    with serve(app) as base, httpx.Client(base_url=base, timeout=5, headers=bearer(app)) as client:
         url = f"/runs/{run_id}/events"
         with client.stream("GET", url, params={"last_id": first}) as response:
             assert response.status_code == 200
@@ -99,7 +100,7 @@ def test_a_stream_ends_when_its_client_goes_away(tmp_path: Path, _sqlite_templat
     try:
         run_id = _new_run(engine)
         app = create_app(settings)
-        with serve(app) as base, httpx.Client(base_url=base, timeout=5) as client:
+        with serve(app) as base, httpx.Client(base_url=base, timeout=5, headers=bearer(app)) as client:
             with client.stream("GET", f"/runs/{run_id}/events") as response:
                 SseReader(response).take(0)
                 deadline = time.monotonic() + 5
@@ -145,7 +146,7 @@ def test_redis_wakes_the_stream_long_before_its_fallback_poll(
         app = create_app(settings)
         with (
             serve(app) as base,
-            httpx.Client(base_url=base, timeout=5) as client,
+            httpx.Client(base_url=base, timeout=5, headers=bearer(app)) as client,
             client.stream("GET", f"/runs/{run_id}/events") as response,
         ):
             reader = SseReader(response)
@@ -170,9 +171,10 @@ def test_a_dead_redis_falls_back_to_polling(tmp_path: Path, _sqlite_template: Pa
     engine = make_engine(settings.database_url)
     try:
         run_id = _new_run(engine)
+        app = create_app(settings)
         with (
-            serve(create_app(settings)) as base,
-            httpx.Client(base_url=base, timeout=5) as client,
+            serve(app) as base,
+            httpx.Client(base_url=base, timeout=5, headers=bearer(app)) as client,
             client.stream("GET", f"/runs/{run_id}/events") as response,
         ):
             (event_id,) = _add_events(engine, run_id, ["log"])

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services.images import resolve_data_file
 from app.settings import Settings
 from app.store.db import make_engine, make_session_factory, session_scope
 from app.store.images import add_images, images_for
+from tests.app.auth import logged_in
 from tests.app.factories import image_row, make_running_run, write_image
 
 
@@ -53,7 +53,7 @@ def test_images_inside_the_data_folder_only(tmp_path: Path, db_url: str) -> None
     finally:
         engine.dispose()
 
-    with TestClient(create_app(settings)) as client:
+    with logged_in(create_app(settings)) as client:
         served = client.get(f"/runs/{run.id}/images/{ids['good']}")
         assert served.status_code == 200 and served.content == good
         assert served.headers["content-type"] == "image/png"

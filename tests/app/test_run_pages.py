@@ -22,6 +22,7 @@ from app.store.images import add_images
 from app.store.iterations import add_queries, record_iteration
 from app.store.runs import set_run_progress, set_run_status
 from app.store.vetoes import record_veto
+from tests.app.auth import logged_in
 from tests.app.factories import concept_rows, image_row, make_running_run, write_image
 
 REGIONS = {
@@ -91,7 +92,7 @@ def filled(tmp_path: Path, db_url: str, engine: Engine) -> Iterator[tuple[TestCl
     data_dir = tmp_path / "data"
     with session_scope(make_session_factory(engine)) as session:
         filled = _fill(session, data_dir)
-    with TestClient(create_app(Settings(data_dir=data_dir, database_url=db_url))) as client:
+    with logged_in(create_app(Settings(data_dir=data_dir, database_url=db_url))) as client:
         yield client, filled
 
 

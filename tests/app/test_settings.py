@@ -49,9 +49,53 @@ def test_production_refuses_a_missing_or_default_secret(secret: str | None) -> N
             Settings(env="production", secret_key=SecretStr(secret))
 
 
-def test_production_accepts_a_real_secret() -> None:
-    settings = Settings(env="production", secret_key=SecretStr("s3cr3t-" + "x" * 30))
+@pytest.mark.parametrize("secret", [None, DEVELOPMENT_SECRET, "", "   "])
+def test_production_refuses_a_missing_or_default_secret_even_with_a_token(
+    secret: str | None,
+) -> None:
+    token = {"access_token": SecretStr("t" * 32)}
+    with pytest.raises(ValidationError, match="IE_SECRET_KEY must be set"):
+        if secret is None:
+            Settings(env="production", **token)
+        else:
+            Settings(env="production", secret_key=SecretStr(secret), **token)
+
+
+@pytest.mark.parametrize(("token", "why"), [(None, "missing"), ("", "missing"),
+                                             ("   ", "missing"), ("short-token", "too short")])
+def test_production_refuses_a_missing_or_short_access_token(token: str | None, why: str) -> None:
+    secret = SecretStr("s3cr3t-" + "x" * 30)
+    with pytest.raises(ValidationError, match=f"IE_ACCESS_TOKEN must be set.*{why}"):
+        if token is None:
+            Settings(env="production", secret_key=secret)
+        else:
+            Settings(env="production", secret_key=secret, access_token=SecretStr(token))
+
+
+def test_production_from_the_environment_refuses_to_start_without_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IE_ENV", "production")
+    with pytest.raises(ValidationError, match="IE_SECRET_KEY must be set"):
+        Settings()
+    monkeypatch.setenv("IE_SECRET_KEY", "s3cr3t-" + "x" * 30)
+    with pytest.raises(ValidationError, match="IE_ACCESS_TOKEN must be set"):
+        Settings()
+    monkeypatch.setenv("IE_ACCESS_TOKEN", "  " + "t" * 20 + "\n")
+    settings = Settings()
+    assert settings.access_token is not None
+    assert settings.access_token.get_secret_value() == "t" * 20
+
+
+def test_production_accepts_a_real_secret_and_token() -> None:
+    settings = Settings(env="production", secret_key=SecretStr("s3cr3t-" + "x" * 30),
+                        access_token=SecretStr("t" * 24))
     assert settings.env == "production"
+
+
+def test_a_short_token_is_refused_in_development_too() -> None:
+    with pytest.raises(ValidationError, match="IE_ACCESS_TOKEN is too short"):
+        Settings(access_token=SecretStr("1234"))
 
 
 def test_limits_must_be_positive() -> None:

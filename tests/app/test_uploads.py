@@ -21,6 +21,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.store.db import make_engine, make_session_factory
 from app.store.models import FileStatus, Upload, UploadFile
+from tests.app.auth import logged_in
 from tests.app.factories import (
     HTML_PAGE,
     ZipEntry,
@@ -38,7 +39,7 @@ Files = list[tuple[str, tuple[str, bytes, str]]]
 def running_app(root: Path, db_url: str, **overrides: Any) -> Iterator[TestClient]:
     """The app on the data folder ``root/data`` and the migrated, empty database ``db_url``."""
     settings = Settings(data_dir=root / "data", database_url=db_url, **overrides)
-    with TestClient(create_app(settings)) as client:
+    with logged_in(create_app(settings)) as client:
         yield client
 
 

@@ -26,6 +26,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.store.db import make_engine, make_session_factory
 from app.store.models import Concept, Event, Query, Run, RunStatus, Veto
+from tests.app.auth import token_of
 from tests.app.servers import serve
 from tests.worker.conftest import make_data_dir
 from tests.worker.world import wait_for, worker_process
@@ -61,15 +62,19 @@ def test_upload_launch_watch_veto_pause_resume_cancel(browser, world, tmp_path):
     folder = tmp_path / "my photos"
     shutil.copytree(world["target"], folder)
     log = tmp_path / "worker.log"
-    with serve(create_app(settings)) as base, worker_process(settings, log):
+    app = create_app(settings)
+    with serve(app) as base, worker_process(settings, log):
         engine = make_engine(settings.database_url)
         factory = make_session_factory(engine)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("dialog", lambda dialog: dialog.accept())
         page.set_default_timeout(30_000)
 
-        # ---------------------------------------------------------------- home, upload
-        page.goto(base + "/")
+        # ---------------------------------------------------------------- log in, upload
+        page.goto(base + "/")  # sent to the login page, and back after
+        page.fill("#token", token_of(app))
+        page.click("[data-testid=login-form] button[type=submit]")
+        page.wait_for_url(base + "/")
         assert "Where to go first" in page.content()
         page.goto(base + "/uploads")
         page.set_input_files("#files", str(folder))

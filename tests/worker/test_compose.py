@@ -44,7 +44,7 @@ def test_environment_is_the_settings_of_the_scaled_setup():
     for name in APP_SERVICES:
         env = services[name]["environment"]
         assert {"IE_DATABASE_URL", "IE_BROKER_URL", "IE_REDIS_URL", "IE_SECRET_KEY",
-                "IE_ENV"} <= set(env)
+                "IE_ACCESS_TOKEN", "IE_ENV"} <= set(env)
         assert set(env) <= fields, set(env) - fields  # every variable is a real setting
         assert env["IE_ENV"] == "production"
         assert env["IE_DATABASE_URL"].startswith("postgresql")

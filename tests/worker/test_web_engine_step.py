@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
-from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +28,7 @@ from app.store.migrate import upgrade
 from app.store.models import Event, Image, Query, Run, RunStatus
 from app.store.runs import create_run, set_run_status
 from ie_engine.errors import ConfigError
+from tests.app.auth import logged_in
 from tests.ie_engine.engine_fake_apis import PREFIX, FakeApis, _openverse
 from tests.worker.conftest import make_data_dir
 from tests.worker.world import add_upload, tiny_config
@@ -144,7 +144,7 @@ def test_a_fetch_on_a_web_engine_keeps_the_filter_caches_and_records_health(
     cache = settings.runs_dir / str(run_id) / "search-cache"
     assert cache.is_dir() and any(cache.rglob("*.json"))
 
-    with TestClient(create_app(settings)) as client:
+    with logged_in(create_app(settings)) as client:
         panel = html.unescape(client.get(f"/runs/{run_id}/engines").text)
         page = html.unescape(client.get(f"/runs/{run_id}").text)
     assert 'data-testid="engine-openverse" data-status="ok"' in panel
