@@ -22,7 +22,8 @@ raises. Reason codes:
 ``target-leak``       dHash within ``dhash_threshold`` of a target image: never trained on
 ``duplicate``         same stored bytes (or same URL) as an earlier image
 ``near-duplicate``    dHash within ``dhash_threshold`` of an earlier image
-``io-error``          the stored file could not be written
+``io-error``          the stored file could not be written (a full disk is not a failure of
+                      one image: ``OSError(ENOSPC)`` is raised to the caller)
 ``cancelled``         ``should_stop`` asked to stop before this request finished
 ``internal``          an unexpected error (a bug): recorded, not raised
 ===================== =======================================================================
@@ -54,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import functools
 import ipaddress
 import os
@@ -714,6 +716,8 @@ class Downloader:
         try:
             self._store(self.image_dir / rel, p.data)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # the disk is full: no image of this batch can be kept, stop the fetch
             return DownloadFailure(req.result.image_url, "io-error", f"cannot write {rel}: {exc}",
                                    req)
         return DownloadedImage(

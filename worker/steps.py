@@ -22,21 +22,32 @@ work the checkpoint (``iteration``, ``pending``) and the store (the queries, the
 row) already hold repeats nothing and sends nothing. A message without an iteration ("take the
 run's next step", sent by the app on launch and resume) always advances the run, handing a
 pending fetched half to ``learn`` instead of fetching again.
+
+One worker at a time: part A takes the run's lease (:mod:`worker.lease`), renewed while the
+engine works and given back in part C's transaction, before the next task is sent. A second
+delivery of a message while the first is still at work meets the lease and is put off; a
+worker killed mid-step stops renewing, and the redelivered message takes the run from its last
+checkpoint once the lease has run out. A step that finds its work checkpointed but not stored
+(its worker died, or the store went away, between the two) stores it and hands on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.services.live import publish
 from app.store.concepts import update_concept_figures
 from app.store.events import add_event
+from app.store.iterations import get_iteration, query_iterations
 from app.store.models import Run, RunStatus, VetoAction
 from app.store.runs import ENDED, get_run, set_engine_health, set_run_progress, set_run_status
 from app.store.vetoes import mark_vetoes_applied, pending_vetoes
@@ -45,6 +56,7 @@ from ie_engine.explorer import Explorer, IterationSummary
 from ie_engine.plots import plot_curves, plot_top_concepts
 from ie_engine.policy import Distribution
 from worker.celery_app import FETCH_TASK, LEARN_TASK, celery_for
+from worker.lease import Renewer, lease_seconds, new_token, release, take
 from worker.persist import (
     concept_figures,
     persist_fetch,
@@ -69,9 +81,16 @@ class Outcome:
     sent: str | None = None
 
 
+SEND_RETRY: Final = {"max_retries": 30, "interval_start": 0, "interval_step": 0.5,
+                     "interval_max": 2}
+"""How long :func:`send` keeps trying a broker that does not answer (about a minute): the
+step's work is committed by then, and a message lost now would leave the run waiting."""
+
+
 def send(runtime: Runtime, task: str, run_id: int, iteration: int | None) -> None:
     """Send ``task`` for (run, iteration). Call after the commit of the step that decided it."""
-    celery_for(runtime.settings).send_task(task, args=[run_id, iteration])
+    celery_for(runtime.settings).send_task(task, args=[run_id, iteration], retry=True,
+                                           retry_policy=SEND_RETRY)
 
 
 def _commit(runtime: Runtime, session: Session, run_id: int) -> None:
@@ -96,19 +115,42 @@ def _idle(session: Session, runtime: Runtime, run: Run) -> str | None:
     return None
 
 
-def _claim(runtime: Runtime, session: Session, run_id: int, *, next_step: bool) -> bool:
-    """Lock the run's row, move a queued run to ``running`` and commit. False when a
+def _claim(runtime: Runtime, session: Session, run_id: int, *, next_step: bool) -> str | None:
+    """Lock the run's row, take its lease (:class:`~worker.lease.Held` when another worker
+    holds it), move a queued run to ``running`` and commit; the lease's token. None when a
     "next step" message finds the run no longer queued (another worker claimed it)."""
     session.commit()  # end the reads above: the lock below is the transaction's first act
     run = session.get(Run, run_id, with_for_update=True, populate_existing=True)
     status = S(run.status) if run is not None else S.CANCELLED
     if run is None or (next_step and status != S.QUEUED):
         session.commit()
-        return False
+        return None
+    token = new_token()
+    try:
+        take(run, token, lease_seconds(runtime.settings))
+    except Exception:
+        session.rollback()
+        raise
     if status == S.QUEUED:
         set_run_status(session, run_id, S.RUNNING)
     _commit(runtime, session, run_id)
-    return True
+    return token
+
+
+@contextmanager
+def _holding(runtime: Runtime, run_id: int, token: str) -> Iterator[None]:
+    """Keep the lease ``token`` alive while the block works; give it back if the block
+    ends without storing its results (an error: the retry need not wait for it to run out)."""
+    renewer = Renewer(runtime.factory, run_id, token, lease_seconds(runtime.settings)).start()
+    try:
+        yield
+    except BaseException:
+        renewer.stop()
+        with suppress(SQLAlchemyError), runtime.factory() as session:
+            release(session, run_id, token)
+            session.commit()
+        raise
+    renewer.stop()
 
 
 def _attach(runtime: Runtime, ctx: RunContext, run_id: int, iteration: int) -> None:
@@ -134,40 +176,51 @@ def fetch_step(runtime: Runtime, run_id: int, iteration: int | None) -> Outcome:
         ex = ctx.explorer
         if iteration is not None and (
             iteration <= ex.iteration
-            or (ex.pending is not None and ex.pending.iteration == iteration)
+            or (ex.pending is not None and ex.pending.iteration == iteration
+                and iteration in query_iterations(session, run_id))
         ):
             return Outcome(f"iteration {iteration} already fetched")
-        if not _claim(runtime, session, run_id, next_step=iteration is None):
+        token = _claim(runtime, session, run_id, next_step=iteration is None)
+        if token is None:
             return Outcome("nothing to do: another worker took the run")
-        if ex.iteration >= ctx.config.iterations:
-            return finish(runtime, ctx, run_id)
-        if ex.pending is not None:  # resumed between the halves: learn what is fetched
-            persist_fetch(session, run_id, ex, ex.pending)
-            _commit(runtime, session, run_id)
-            send(runtime, LEARN_TASK, run_id, ex.pending.iteration)
-            return Outcome("handed the fetched half to learn", LEARN_TASK)
-        if persist_start(session, run_id, ctx):
-            _commit(runtime, session, run_id)
-        session.commit()
+        with _holding(runtime, run_id, token):
+            ctx = runtime.context(session, get_run(session, run_id))  # as the holder left it
+            ex = ctx.explorer
+            if iteration is not None and iteration <= ex.iteration:
+                release(session, run_id, token)
+                session.commit()
+                return Outcome(f"iteration {iteration} already fetched")
+            if ex.iteration >= ctx.config.iterations:
+                return finish(runtime, ctx, run_id)
+            if ex.pending is not None:  # resumed between the halves: learn what is fetched
+                persist_fetch(session, run_id, ex, ex.pending)
+                release(session, run_id, token)
+                _commit(runtime, session, run_id)
+                send(runtime, LEARN_TASK, run_id, ex.pending.iteration)
+                return Outcome("handed the fetched half to learn", LEARN_TASK)
+            if persist_start(session, run_id, ctx):
+                _commit(runtime, session, run_id)
+            session.commit()
 
-    it = ex.iteration + 1
-    _attach(runtime, ctx, run_id, it)
-    # ---------------------------------------------------------------- B. warm-up, vetoes, fetch
-    if ex.iteration == 0 and not ex.history:
-        ex.run(0)  # the starting point: evaluation at iteration 0 (and any target warm-up)
-        runtime.saved(ctx)
-    apply_vetoes(runtime, ctx, run_id)
-    fetched = ex.fetch()
-    runtime.save(ctx)
+            it = ex.iteration + 1
+            _attach(runtime, ctx, run_id, it)
+            # -------------------------------------------------------- B. warm-up, vetoes, fetch
+            if ex.iteration == 0 and not ex.history:
+                ex.run(0)  # the starting point: evaluation at iteration 0 (and any warm-up)
+                runtime.saved(ctx)
+            apply_vetoes(runtime, ctx, run_id)
+            fetched = ex.fetch()
+            runtime.save(ctx)
 
-    # ---------------------------------------------------------------- C. store, hand on
-    with runtime.factory() as session:
-        persist_fetch(session, run_id, ex, fetched)
-        set_run_progress(session, run_id, iteration=it, phase="fetched")
-        health = runtime.engine_health(run_id)
-        if health is not None:
-            set_engine_health(session, run_id, health)
-        _commit(runtime, session, run_id)
+            # -------------------------------------------------------- C. store, hand on
+            with runtime.factory() as session:
+                persist_fetch(session, run_id, ex, fetched)
+                set_run_progress(session, run_id, iteration=it, phase="fetched")
+                health = runtime.engine_health(run_id)
+                if health is not None:
+                    set_engine_health(session, run_id, health)
+                release(session, run_id, token)
+                _commit(runtime, session, run_id)
     send(runtime, LEARN_TASK, run_id, it)
     return Outcome(f"fetched iteration {it}", LEARN_TASK)
 
@@ -257,42 +310,78 @@ def learn_step(runtime: Runtime, run_id: int, iteration: int | None) -> Outcome:
             return Outcome("nothing to do: the run is already running")
         ctx = runtime.context(session, run)
         ex = ctx.explorer
-        if not _claim(runtime, session, run_id, next_step=iteration is None):
+        if iteration is not None and iteration <= ex.iteration \
+                and get_iteration(session, run_id, iteration) is not None:
+            return _stored_already(runtime, session, ctx, run, iteration)
+        token = _claim(runtime, session, run_id, next_step=iteration is None)
+        if token is None:
             return Outcome("nothing to do: another worker took the run")
-    if iteration is None:
-        iteration = ex.pending.iteration if ex.pending is not None else ex.iteration + 1
-
-    summary: IterationSummary | None = None
-    if iteration <= ex.iteration:
-        # Learned already. Store it if the worker that learned it died before storing.
-        path = ex.run_dir / "iterations" / f"{iteration:04d}.json"
-        if not path.exists():
-            return Outcome(f"iteration {iteration} already learned")
-        summary = IterationSummary(**json.loads(path.read_text()))
-    elif ex.pending is None or ex.pending.iteration != iteration:
-        return Outcome(f"iteration {iteration} is not fetched: nothing to learn")
-    else:
-        # ------------------------------------------------------------ B. train, score
-        _attach(runtime, ctx, run_id, iteration)
-        summary = ex.learn(ex.pending)
-        runtime.saved(ctx)
-
-    # ---------------------------------------------------------------- C. store, boundary
-    with runtime.factory() as session:
-        stored = persist_learn(session, run_id, ex, summary)
-        _commit(runtime, session, run_id)
-        if not stored:
-            return Outcome(f"iteration {iteration} already stored")
-        run = get_run(session, run_id)
-        if ex.iteration >= ctx.config.iterations:
+        with _holding(runtime, run_id, token):
+            ctx = runtime.context(session, get_run(session, run_id))  # as the holder left it
+            ex = ctx.explorer
             session.commit()
-            return finish(runtime, ctx, run_id)
-        idle = _idle(session, runtime, run)
-        if idle:
-            return Outcome(idle)
-        session.commit()
+            if iteration is None:
+                iteration = ex.pending.iteration if ex.pending is not None else ex.iteration + 1
+
+            summary: IterationSummary | None = None
+            if iteration <= ex.iteration:
+                # Learned already. Store it if the worker that learned it died before storing.
+                path = ex.run_dir / "iterations" / f"{iteration:04d}.json"
+                if not path.exists():
+                    return _let_go(runtime, run_id, token, f"iteration {iteration} already "
+                                                            "learned")
+                summary = IterationSummary(**json.loads(path.read_text()))
+            elif ex.pending is None or ex.pending.iteration != iteration:
+                return _let_go(runtime, run_id, token,
+                               f"iteration {iteration} is not fetched: nothing to learn")
+            else:
+                # ---------------------------------------------------- B. train, score
+                _attach(runtime, ctx, run_id, iteration)
+                summary = ex.learn(ex.pending)
+                runtime.saved(ctx)
+
+            # -------------------------------------------------------- C. store, boundary
+            with runtime.factory() as session:
+                stored = persist_learn(session, run_id, ex, summary)
+                release(session, run_id, token)
+                _commit(runtime, session, run_id)
+                if not stored:
+                    return Outcome(f"iteration {iteration} already stored")
+                run = get_run(session, run_id)
+                if ex.iteration >= ctx.config.iterations:
+                    session.commit()
+                    return finish(runtime, ctx, run_id)
+                idle = _idle(session, runtime, run)
+                if idle:
+                    return Outcome(idle)
+                session.commit()
     send(runtime, FETCH_TASK, run_id, iteration + 1)
     return Outcome(f"learned iteration {iteration}", FETCH_TASK)
+
+
+def _let_go(runtime: Runtime, run_id: int, token: str, action: str) -> Outcome:
+    """Give the lease back and say why nothing was done."""
+    with runtime.factory() as session:
+        release(session, run_id, token)
+        session.commit()
+    return Outcome(action)
+
+
+def _stored_already(runtime: Runtime, session: Session, ctx: RunContext, run: Run,
+                    iteration: int) -> Outcome:
+    """A learn message for a stored iteration. When the run stands exactly there (nothing of
+    the next iteration fetched, no boundary reached), the worker that stored it may have died
+    before it sent the next fetch: send it again (a spare one repeats nothing)."""
+    ex = ctx.explorer
+    if (S(run.status) == S.RUNNING and not run.pause_requested and not run.worker_id
+            and ex.iteration == iteration and ex.pending is None
+            and iteration < ctx.config.iterations
+            and iteration + 1 not in query_iterations(session, run.id)):
+        session.commit()
+        send(runtime, FETCH_TASK, run.id, iteration + 1)
+        return Outcome(f"iteration {iteration} already stored; sent the next fetch again",
+                       FETCH_TASK)
+    return Outcome(f"iteration {iteration} already stored")
 
 
 # -- the end -------------------------------------------------------------------------------
@@ -343,6 +432,27 @@ def fail(runtime: Runtime, run_id: int, message: str) -> None:
             set_engine_health(session, run_id, health)
         add_event(session, run_id, "error", {"message": message})
         set_run_status(session, run_id, S.FAILED, error=message)
+        _commit(runtime, session, run_id)
+
+
+def out_of_space(runtime: Runtime, run_id: int, message: str) -> None:
+    """The disk is full: pause run ``run_id`` with ``message`` as its error (shown on its page)
+    and an ``error`` event; its last checkpoint stays, and "resume" goes on from it once
+    there is room. The half-done state in memory is dropped."""
+    runtime.forget(run_id)
+    with runtime.factory() as session:
+        run = get_run(session, run_id)
+        status = S(run.status)
+        if status in ENDED or status == S.PAUSED:
+            return
+        if status == S.CANCELLING:
+            set_run_status(session, run_id, S.CANCELLED)
+        else:
+            add_event(session, run_id, "error", {"message": message})
+            set_run_status(session, run_id, S.PAUSED)
+            run.error = message
+        run.worker_id = None
+        run.lease_until = None
         _commit(runtime, session, run_id)
 
 

@@ -8,6 +8,11 @@ The one retry policy of the worker, and the one place its errors are mapped:
 * the store or the broker cannot be reached (``sqlalchemy.exc.OperationalError``, kombu's
   ``OperationalError``, ``ConnectionError``): retried with exponential backoff, up to
   :data:`MAX_RETRIES` times, then the run fails;
+* another worker holds the run's lease (:class:`~worker.lease.Held`: a second delivery of a
+  message whose first is still at work): the message is sent again for when the lease runs
+  out, without counting as a retry; the work is then found done and repeated not;
+* the disk is full (``ENOSPC``, ``EDQUOT``): the run is ``paused`` with the reason as its error,
+  to be resumed from its last checkpoint once there is room;
 * the engine honoured a cancel (:class:`~ie_engine.errors.Cancelled`): the run is ``cancelled``;
 * any other engine error (:class:`~ie_engine.errors.ExplorerError`): the run is ``failed`` with
   the engine's message and an ``error`` event;
@@ -19,6 +24,7 @@ lost while the broker was down is picked up when a worker starts).
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any, Final
 
@@ -37,17 +43,26 @@ MAX_RETRIES: Final = 5
 """Retries of a step whose store or broker could not be reached."""
 TRANSIENT: Final = (StoreError, BrokerError, ConnectionError)
 """Errors worth a retry: the work itself did not fail."""
+NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""``OSError`` numbers that mean the disk (or the user's quota) is full."""
 
 
 def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
     from ie_engine.errors import Cancelled, ExplorerError
     from worker import steps
+    from worker.celery_app import celery_for
+    from worker.lease import Held
     from worker.runtime import get_runtime
 
     runtime = get_runtime()
     call = steps.fetch_step if step == "fetch" else steps.learn_step
     try:
         outcome = call(runtime, run_id, iteration)
+    except Held as exc:
+        log.info("run %s %s(%s): %s; again later", run_id, step, iteration, exc)
+        celery_for(runtime.settings).send_task(
+            task.name, args=[run_id, iteration], countdown=exc.retry_in + 0.5)
+        return "held by another worker"
     except TRANSIENT as exc:
         runtime.forget(run_id)
         if task.request.retries >= MAX_RETRIES:
@@ -58,6 +73,16 @@ def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
     except Cancelled:
         steps.cancelled(runtime, run_id)
         return "cancelled"
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            log.exception("run %s: unexpected error in %s", run_id, step)
+            steps.fail(runtime, run_id, f"{step}: internal error: {type(exc).__name__}: {exc}")
+            return "failed"
+        log.warning("run %s paused in %s: %s", run_id, step, exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        steps.out_of_space(runtime, run_id, f"paused: the disk is full{where} during {step}; "
+                                            "free some space, then resume the run")
+        return "paused: disk full"
     except ExplorerError as exc:
         log.warning("run %s failed in %s: %s", run_id, step, exc)
         steps.fail(runtime, run_id, f"{step}: {exc}")
@@ -88,7 +113,8 @@ def send_queued_runs(**_: Any) -> None:
 
     On the embedded default (no ``broker_url``: one machine, one worker) a run still marked
     ``running`` or ``cancelling`` was held by a worker that was stopped mid-task (its message
-    is gone with it): it is queued again, to go on from its last checkpoint, or cancelled.
+    is gone with it): it is queued again, to go on from its last checkpoint, or cancelled, and
+    the dead worker's lease is dropped.
     """
     from app.store.db import make_engine, make_session_factory
     from app.store.models import RunStatus
@@ -104,6 +130,9 @@ def send_queued_runs(**_: Any) -> None:
                     set_run_status(session, run.id, RunStatus.QUEUED)
                 for run in list_runs(session, status=RunStatus.CANCELLING, limit=1000):
                     set_run_status(session, run.id, RunStatus.CANCELLED)
+                for run in list_runs(session, status=RunStatus.QUEUED, limit=1000):
+                    run.worker_id = None  # held by a worker of this machine that is gone
+                    run.lease_until = None
                 session.commit()
             ids = [r.id for r in list_runs(session, status=RunStatus.QUEUED, limit=1000)]
     except SQLAlchemyError as exc:

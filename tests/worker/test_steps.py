@@ -53,8 +53,10 @@ def test_steps_are_idempotent_and_a_veto_applies_at_the_next_fetch(embedded, wor
 
     assert learn_step(other, run_id, 1).action == "learned iteration 1"  # the other one learns
     after_learn = counts(factory, run_id)
-    assert learn_step(rt, run_id, 1).action == "iteration 1 already stored"  # rt reloads
-    assert learn_step(other, run_id, 1).action == "iteration 1 already stored"
+    # rt reloads; the run stands right after iteration 1, so the next fetch is sent again in
+    # case the worker that stored it died before sending it (a spare fetch repeats nothing)
+    assert learn_step(rt, run_id, 1).action.startswith("iteration 1 already stored")
+    assert learn_step(other, run_id, 1).action.startswith("iteration 1 already stored")
     assert counts(factory, run_id)[:3] == after_learn[:3]
 
     # -- veto the concept the policy likes best now, mid-run
