@@ -61,3 +61,25 @@ def test_corrupt_or_foreign_files_raise_checkpoint_error(tmp_path):
         load_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_writer_dead_between_its_temp_file_and_the_rename(tmp_path):
+    # The child writes and fsyncs the whole temporary file, then dies just before the rename.
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"format": 1, "it": 4})
+    pid = os.fork()
+    if pid == 0:
+        import ie_engine.checkpoint as ckpt
+
+        ckpt.os.replace = lambda *_: os._exit(9)  # type: ignore[assignment]
+        try:
+            save_checkpoint(path, {"format": 1, "it": 5})
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 9
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "checkpoint.pt"]
+    assert leftovers and leftovers[0].stat().st_size > 0  # the new bytes, never renamed
+    assert load_checkpoint(path)["it"] == 4  # the previous checkpoint loads
+    save_checkpoint(path, {"format": 1, "it": 5})  # and the next write goes through
+    assert load_checkpoint(path)["it"] == 5
