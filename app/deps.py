@@ -7,9 +7,10 @@ The settings and the session factory live on the app object (``app.state``), set
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Final
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
+from pydantic import Field
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
@@ -18,6 +19,17 @@ from app.services.dashboard import Show, View
 from app.settings import Settings
 from app.store.concepts import ConceptSort
 from app.store.db import session_scope
+
+ID_MAX: Final = 2**31 - 1
+"""The largest run, upload or concept number (a PostgreSQL ``integer``)."""
+BIG_ID_MAX: Final = 2**63 - 1
+"""The largest image or event id (a PostgreSQL ``bigint``)."""
+
+RunId = Annotated[int, Path(ge=1, le=ID_MAX, description="The run's number.", examples=[1])]
+UploadId = Annotated[int, Path(ge=1, le=ID_MAX, description="The upload's number.",
+                                examples=[1])]
+ImageId = Annotated[int, Path(ge=1, le=BIG_ID_MAX, description="The image's id.", examples=[1])]
+ConceptIndex = Annotated[int, Field(ge=0, le=ID_MAX)]
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -42,8 +54,8 @@ def _optional_int(name: str, text: str | None) -> int | None:
     """A whole-number query parameter that an empty form field leaves out (``concept=``)."""
     if text is None or not text.strip():
         return None
-    if not text.strip().isdigit():
-        raise InvalidInput(f"{name}: {text.strip()[:40]!r} is not a whole number")
+    if not text.strip().isdigit() or int(text.strip()) > ID_MAX:
+        raise InvalidInput(f"{name}: {text.strip()[:40]!r} is not a whole number up to {ID_MAX}")
     return int(text.strip())
 
 
@@ -56,7 +68,7 @@ def get_view(
     iteration: Annotated[str | None, Query(max_length=12)] = None,
     gpage: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     qiter: Annotated[str | None, Query(max_length=12)] = None,
-    pick: Annotated[list[int] | None, Query(max_length=1000)] = None,
+    pick: Annotated[list[ConceptIndex] | None, Query(max_length=1000)] = None,
 ) -> View:
     """The dashboard's view, from the query string (see :class:`~app.services.dashboard.View`).
 

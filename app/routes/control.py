@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from app.deps import FormDep, SessionDep, SettingsDep
+from app.deps import ID_MAX, FormDep, RunId, SessionDep, SettingsDep
 from app.errors import InvalidInput
 from app.services.runs import control_run
 from app.services.steering import add_concept, steer_concepts
@@ -29,7 +29,7 @@ CHANGED: Final = "ie:changed"
 _BACK = re.compile(r"\?[A-Za-z0-9_.~%+=&-]{0,500}")
 
 
-def _done(request: Request, run_id: int, form: FormData, message: str) -> Response:
+def _done(request: Request, run_id: RunId, form: FormData, message: str) -> Response:
     """The reply to a successful action: a message for htmx, a redirect back without it."""
     if is_htmx(request):
         return render_fragment(
@@ -49,7 +49,7 @@ def _indices(values: list[str], field: str) -> list[int]:
     indices: list[int] = []
     for value in values:
         text = value.strip()
-        if not text.isdigit():
+        if not text.isdigit() or int(text) > ID_MAX:
             raise InvalidInput(f"{field}: {text[:40]!r} is not a concept number")
         indices.append(int(text))
     return indices
@@ -57,7 +57,7 @@ def _indices(values: list[str], field: str) -> list[int]:
 
 @router.post("/vetoes", response_model=None, name="steer_concepts")
 def steer(
-    request: Request, session: SessionDep, settings: SettingsDep, run_id: int, form: FormDep
+    request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId, form: FormDep
 ) -> Response:
     """Veto or unveto concepts: the ticked ones (``pick``, with ``action`` = veto or unveto),
     or one (a row's button: ``veto_one`` or ``unveto_one`` = its concept index)."""
@@ -84,7 +84,7 @@ def steer(
 
 @router.post("/concepts", response_model=None, name="add_concept")
 def add(
-    request: Request, session: SessionDep, settings: SettingsDep, run_id: int, form: FormDep
+    request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId, form: FormDep
 ) -> Response:
     """Ask the policy to add a concept (``phrase``) at its next step."""
     phrase = form.get("phrase")
@@ -97,7 +97,7 @@ def control(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    run_id: int,
+    run_id: RunId,
     action: Literal["pause", "resume", "cancel"],
     form: FormDep,
 ) -> Response:

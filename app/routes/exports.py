@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from pydantic import Field
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from app.deps import FormDep, SessionDep, SettingsDep
+from app.deps import ID_MAX, FormDep, RunId, SessionDep, SettingsDep
 from app.services import exports
 from app.store.runs import get_run
 from app.templating import is_htmx, render_fragment
@@ -23,7 +24,7 @@ router = APIRouter()
 MEDIA = {".html": "text/html; charset=utf-8", ".zip": "application/zip"}
 
 
-def _list(request: Request, session: SessionDep, settings: SettingsDep, run_id: int,
+def _list(request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId,
           message: str = "") -> HTMLResponse:
     run = get_run(session, run_id)
     context = {"run": run, "export_files": exports.list_exports(settings, run_id),
@@ -34,13 +35,13 @@ def _list(request: Request, session: SessionDep, settings: SettingsDep, run_id: 
 
 @router.get("/runs/{run_id}/exports", response_class=HTMLResponse, name="run_exports")
 def exports_fragment(request: Request, session: SessionDep, settings: SettingsDep,
-                     run_id: int) -> HTMLResponse:
+                     run_id: RunId) -> HTMLResponse:
     """The take-aways region: the buttons and the files made so far."""
     return _list(request, session, settings, run_id)
 
 
 @router.post("/runs/{run_id}/exports/{kind}", response_model=None, name="make_export")
-def make(request: Request, session: SessionDep, settings: SettingsDep, run_id: int,
+def make(request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId,
          kind: exports.ExportKind, form: FormDep) -> Response:
     """Make the ``model``, ``dataset`` (``select``, ``top``, ``license`` fields) or ``report``."""
     options = None
@@ -57,7 +58,7 @@ def make(request: Request, session: SessionDep, settings: SettingsDep, run_id: i
 
 
 @router.get("/runs/{run_id}/exports/files/{name}", response_model=None, name="export_download")
-def download(session: SessionDep, settings: SettingsDep, run_id: int, name: str) -> Response:
+def download(session: SessionDep, settings: SettingsDep, run_id: RunId, name: str) -> Response:
     """One export file of the run, as a download (the report opens in the browser)."""
     get_run(session, run_id)
     path = exports.export_file(settings, run_id, name)
@@ -69,6 +70,7 @@ def download(session: SessionDep, settings: SettingsDep, run_id: int, name: str)
 
 @router.get("/compare", response_class=HTMLResponse, name="compare_runs")
 def compare(session: SessionDep, settings: SettingsDep,
-            run: Annotated[list[int], Query(max_length=exports.MAX_COMPARED)]) -> HTMLResponse:
+            run: Annotated[list[Annotated[int, Field(ge=1, le=ID_MAX)]],
+                           Query(max_length=exports.MAX_COMPARED)]) -> HTMLResponse:
     """Two or more runs' curves on one page (``?run=1&run=2``)."""
     return HTMLResponse(exports.comparison_html(session, settings, run))

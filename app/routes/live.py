@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from jinja2 import Template
 from starlette.responses import FileResponse, StreamingResponse
 
-from app.deps import SessionDep, SettingsDep
+from app.deps import BIG_ID_MAX, ImageId, RunId, SessionDep, SettingsDep
 from app.services import dashboard
 from app.services.images import image_file
 from app.services.live import StreamOptions, event_stream, open_waker
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/runs/{run_id}")
 def _start_id(header: str | None, query: int | None) -> int:
     """Where the stream starts: the browser's ``Last-Event-ID`` (sent when it reconnects by
     itself) wins over ``?last_id=`` (what the page was rendered up to)."""
-    if header is not None and header.strip().isdigit():
+    if header is not None and header.strip().isdigit() and int(header.strip()) <= BIG_ID_MAX:
         return int(header.strip())
     return query or 0
 
@@ -30,8 +30,8 @@ def _start_id(header: str | None, query: int | None) -> int:
 async def run_events(
     request: Request,
     settings: SettingsDep,
-    run_id: int,
-    last_id: Annotated[int | None, Query(ge=0)] = None,
+    run_id: RunId,
+    last_id: Annotated[int | None, Query(ge=0, le=BIG_ID_MAX)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: the run's events past the last one the client has, as they come.
@@ -75,20 +75,20 @@ async def run_events(
 
 
 @router.get("/curves.json", name="run_curves")
-def run_curves(session: SessionDep, run_id: int) -> dict[str, Any]:
+def run_curves(session: SessionDep, run_id: RunId) -> dict[str, Any]:
     """Per-iteration curves: kNN accuracy, mean rewards, loss, share of images kept."""
     return dashboard.curves(session, run_id)
 
 
 @router.get("/map.json", name="run_map")
-def run_map(session: SessionDep, run_id: int) -> dict[str, Any]:
+def run_map(session: SessionDep, run_id: RunId) -> dict[str, Any]:
     """The concept map: placed concepts with predicted reward, queried and vetoed marks."""
     return dashboard.concept_map(session, run_id)
 
 
 @router.get("/images/{image_id}", name="run_image")
 def run_image(
-    session: SessionDep, settings: SettingsDep, run_id: int, image_id: int
+    session: SessionDep, settings: SettingsDep, run_id: RunId, image_id: ImageId
 ) -> FileResponse:
     """One downloaded image, from inside the data folder only (404 for anything else)."""
     path = image_file(session, settings, run_id, image_id)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import FormDep, SessionDep, SettingsDep, ViewDep
+from app.deps import ID_MAX, FormDep, RunId, SessionDep, SettingsDep, ViewDep
 from app.errors import InvalidInput
 from app.services import dashboard
 from app.services.engines import (
@@ -65,7 +65,10 @@ def _form_page(
 
 @router.get("/new", response_class=HTMLResponse, name="new_run")
 def new_run(
-    request: Request, session: SessionDep, settings: SettingsDep, upload: int | None = None
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    upload: Annotated[int | None, Query(ge=1, le=ID_MAX)] = None,
 ) -> HTMLResponse:
     """The launch form (``?upload=ID`` picks the upload)."""
     options = engine_options(settings)
@@ -91,20 +94,20 @@ def launch(request: Request, session: SessionDep, settings: SettingsDep, form: F
 
 
 @router.get("/{run_id}", response_class=HTMLResponse, name="run")
-def run_page(request: Request, session: SessionDep, run_id: int, view: ViewDep) -> HTMLResponse:
+def run_page(request: Request, session: SessionDep, run_id: RunId, view: ViewDep) -> HTMLResponse:
     """The live dashboard: the run's current state, then updates over the event stream."""
     return render(request, "pages/run.html", dashboard.dashboard_context(session, run_id, view))
 
 
 @router.get("/{run_id}/status", response_class=HTMLResponse, name="run_status")
-def status_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+def status_fragment(request: Request, session: SessionDep, run_id: RunId) -> HTMLResponse:
     """Status, iteration and the controls."""
     context = dashboard.status_context(session, run_id)
     return render_fragment(request, "partials/_run_status.html", context)
 
 
 @router.get("/{run_id}/progress", response_class=HTMLResponse, name="run_progress")
-def progress_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+def progress_fragment(request: Request, session: SessionDep, run_id: RunId) -> HTMLResponse:
     """One bar per phase of the iteration in progress."""
     context = dashboard.progress_context(session, run_id)
     return render_fragment(request, "partials/_run_progress.html", context)
@@ -112,7 +115,7 @@ def progress_fragment(request: Request, session: SessionDep, run_id: int) -> HTM
 
 @router.get("/{run_id}/queries", response_class=HTMLResponse, name="run_queries")
 def queries_fragment(
-    request: Request, session: SessionDep, run_id: int, view: ViewDep
+    request: Request, session: SessionDep, run_id: RunId, view: ViewDep
 ) -> HTMLResponse:
     """The queries of one iteration (``?qiter=N``; default: the current one)."""
     context = dashboard.queries_context(session, run_id, view)
@@ -121,7 +124,7 @@ def queries_fragment(
 
 @router.get("/{run_id}/leaderboard", response_class=HTMLResponse, name="run_leaderboard")
 def leaderboard_fragment(
-    request: Request, session: SessionDep, run_id: int, view: ViewDep
+    request: Request, session: SessionDep, run_id: RunId, view: ViewDep
 ) -> HTMLResponse:
     """One page of the concept leaderboard (``sort``, ``q``, ``show``, ``page``, ``pick``)."""
     context = dashboard.leaderboard_context(session, run_id, view)
@@ -130,7 +133,7 @@ def leaderboard_fragment(
 
 @router.get("/{run_id}/gallery", response_class=HTMLResponse, name="run_gallery")
 def gallery_fragment(
-    request: Request, session: SessionDep, run_id: int, view: ViewDep
+    request: Request, session: SessionDep, run_id: RunId, view: ViewDep
 ) -> HTMLResponse:
     """One page of images (``concept``, ``iteration``, ``gpage``)."""
     context = dashboard.gallery_context(session, run_id, view)
@@ -138,14 +141,14 @@ def gallery_fragment(
 
 
 @router.get("/{run_id}/log", response_class=HTMLResponse, name="run_log")
-def log_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+def log_fragment(request: Request, session: SessionDep, run_id: RunId) -> HTMLResponse:
     """The newest events, newest first."""
     context = dashboard.log_context(session, run_id)
     return render_fragment(request, "partials/_run_log.html", context)
 
 
 @router.get("/{run_id}/engines", response_class=HTMLResponse, name="run_engines")
-def engines_fragment(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+def engines_fragment(request: Request, session: SessionDep, run_id: RunId) -> HTMLResponse:
     """Each web engine's health (quota left, errors, latency, status)."""
     context = engines_fragment_context(session, run_id)
     return render_fragment(request, "partials/_run_engines.html", context)

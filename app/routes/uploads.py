@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
-from app.deps import SessionDep, SettingsDep
+from app.deps import SessionDep, SettingsDep, UploadId
 from app.services.uploads import accept_upload
 from app.store.models import FileStatus
 from app.store.uploads import get_upload, list_upload_files, list_uploads
@@ -42,9 +42,9 @@ async def create_upload(
 def upload_page(
     request: Request,
     session: SessionDep,
-    upload_id: int,
+    upload_id: UploadId,
     status: FileStatus | None = None,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=1_000_000),
 ) -> HTMLResponse:
     """One upload: its classes and its files, a page at a time."""
     upload = get_upload(session, upload_id)
