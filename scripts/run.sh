@@ -5,6 +5,7 @@
 #   - the offline web's search service   (ie corpus serve, 127.0.0.1:8765)
 #   - one Celery worker on queues io,gpu (celery -A worker.celery_app worker)
 #   - the web application                (uvicorn, http://127.0.0.1:8000)
+# and prints the link that logs a browser in (the access token, see app/access.py).
 # Everything lives under ./data (IE_DATA_DIR): the SQLite store, the filesystem broker's
 # messages, uploads and run folders. No Redis or PostgreSQL is needed.
 set -euo pipefail
@@ -22,6 +23,9 @@ echo "run: checking the offline web in $IE_DATA_DIR/corpus (built once, a few mi
 echo "run: checking the concept vocabulary's embeddings (computed once, with a progress bar)" >&2
 .venv/bin/ie --data-dir "$IE_DATA_DIR" vocab embed >/dev/null
 .venv/bin/python -m app.store.migrate
+# The access token: IE_ACCESS_TOKEN when set, else one made once and kept in
+# $IE_DATA_DIR/access-token (mode 0600); the app reads the same.
+token=$(.venv/bin/python -m app.access)
 
 pids=()
 stop() {
@@ -47,6 +51,7 @@ pids+=($!)
 .venv/bin/uvicorn app.main:create_app --factory --host "$host" --port "$port" \
   --log-level warning &
 pids+=($!)
-echo "run: open http://$host:$port  (Ctrl-C stops the app, the worker and the offline web)"
+echo "run: open http://$host:$port/login?token=$token"
+echo "run: (the access token logs you in; Ctrl-C stops the app, the worker and the offline web)"
 # Stop everything as soon as one of the three ends.
 wait -n "${pids[@]}" || true
