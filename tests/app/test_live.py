@@ -100,7 +100,10 @@ def test_a_stream_ends_when_its_client_goes_away(tmp_path: Path, _sqlite_templat
     try:
         run_id = _new_run(engine)
         app = create_app(settings)
-        with serve(app) as base, httpx.Client(base_url=base, timeout=5, headers=bearer(app)) as client:
+        with (
+            serve(app) as base,
+            httpx.Client(base_url=base, timeout=5, headers=bearer(app)) as client,
+        ):
             with client.stream("GET", f"/runs/{run_id}/events") as response:
                 SseReader(response).take(0)
                 deadline = time.monotonic() + 5
