@@ -7,8 +7,9 @@ on the images of the offline corpus and saves the backbone as an ``init_checkpoi
 only in what they do after the start.
 
 Cached under ``{data_dir}/pretrain/``: ``base-{key}.pt`` (+ ``.json`` with the settings and
-timings), where the key hashes the settings, the corpus (creation time and size) and the ids held
-out of the pretraining set. The decoded pixels are cached there too (``pixels-{key}.npy``), so a
+timings; ``base-{key}.partial.pt`` while it trains, so a killed pretraining resumes), where
+the key hashes the settings, the corpus (creation time and size) and the ids held out of the
+pretraining set. The decoded pixels are cached there too (``pixels-{key}.npy``), so a
 second pretraining with other settings skips the decoding.
 
 Held out: the caller passes ``exclude_ids``; the benchmark passes the images of its built-in
@@ -30,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ie_engine.checkpoint import load_checkpoint, save_checkpoint
 from ie_engine.config import Preset, train_preset
-from ie_engine.errors import CorpusError
+from ie_engine.errors import CheckpointError, CorpusError
 from ie_engine.imaging import ImageRejected, decode_normalised, to_uint8_tensor_batch
 from ie_engine.search.corpus import CorpusIndex, CorpusItem
 from ie_engine.ssl.trainer import SSLTrainer
@@ -39,6 +41,8 @@ from ie_engine.types import ProgressSink
 
 PRETRAIN_FORMAT = 1
 """Bumped when the recipe changes, so old cached bases are not reused."""
+PRETRAIN_PHASE = "pretrain"
+"""Progress phase of the base model's training."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,67 @@ def corpus_pixels(
     return pixels
 
 
+class _Steps:
+    """Forwards the trainer's per-step advances to one bar over all chunks of a resumable
+    training (each chunk's own start/finish would restart the bar)."""
+
+    def __init__(self, outer: ProgressSink) -> None:
+        self.outer = outer
+
+    def start(self, phase: str, total: int | None) -> None:
+        pass
+
+    def advance(self, phase: str, n: int = 1) -> None:
+        self.outer.advance(PRETRAIN_PHASE, n)
+
+    def finish(self, phase: str) -> None:
+        pass
+
+
+def train_resumable(
+    trainer: SSLTrainer,
+    sample: Callable[[int, torch.Generator], torch.Tensor],
+    steps: int,
+    *,
+    partial: Path,
+    save_every: int = 25,
+    progress: ProgressSink | None = None,
+    say: Callable[[str], None] | None = None,
+) -> list[float]:
+    """Train ``trainer`` to ``steps`` optimiser steps in all, saving its whole state (weights,
+    optimiser, generator) to ``partial`` every ``save_every`` steps. A training killed at any
+    moment resumes from the last save, and ends exactly as an uninterrupted one (the trainer
+    is bit-exact across a resume on CPU). An unreadable or mismatched ``partial`` file is
+    ignored (training starts over). Returns the loss of every step."""
+    losses: list[float] = []
+    if partial.is_file():
+        try:
+            state = load_checkpoint(partial)
+            trainer.load_state_dict(state["trainer"])
+            losses = [float(x) for x in state["losses"]]
+            if say is not None:
+                say(f"base model: resuming at step {trainer.global_step} from {partial}")
+        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+            if say is not None:
+                say(f"base model: ignoring {partial} ({exc}); starting over")
+            losses = []
+    if progress is not None:
+        progress.start(PRETRAIN_PHASE, steps)
+        progress.advance(PRETRAIN_PHASE, min(trainer.global_step, steps))
+    try:
+        while trainer.global_step < steps:
+            n = min(save_every, steps - trainer.global_step)
+            stats = trainer.train(sample, n, progress=None if progress is None
+                                  else _Steps(progress))
+            losses.extend(stats.losses)
+            save_checkpoint(partial, {"format": "pretrain-partial", "losses": losses,
+                                      "trainer": trainer.state_dict()})
+    finally:
+        if progress is not None:
+            progress.finish(PRETRAIN_PHASE)
+    return losses
+
+
 def pretrain_base(
     *,
     corpus_dir: Path,
@@ -181,7 +246,9 @@ def pretrain_base(
         return data[torch.randint(len(data), (cfg.batch_size,), generator=gen)]
 
     t1 = time.perf_counter()
-    stats = trainer.train(sample, settings.steps, progress=progress)
+    partial = folder / f"base-{key}.partial.pt"
+    losses = train_resumable(trainer, sample, settings.steps, partial=partial,
+                             progress=progress, say=say)
     meta: dict[str, Any] = {
         "key": key,
         "format": PRETRAIN_FORMAT,
@@ -191,8 +258,8 @@ def pretrain_base(
         "corpus_created": index.info.created,
         "decode_seconds": round(decode_s, 1),
         "train_seconds": round(time.perf_counter() - t1, 1),
-        "loss_first": stats.losses[0] if stats.losses else None,
-        "loss_last10": float(np.mean(stats.losses[-10:])) if stats.losses else None,
+        "loss_first": losses[0] if losses else None,
+        "loss_last10": float(np.mean(losses[-10:])) if losses else None,
         "arch": cfg.arch,
         "image_size": cfg.image_size,
     }
@@ -201,10 +268,12 @@ def pretrain_base(
     torch.save({"backbone": trainer.backbone_state_dict(), "meta": meta}, tmp)
     os.replace(tmp, ckpt)
     ckpt.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    partial.unlink(missing_ok=True)
     if say is not None:
         say(f"base model: saved {ckpt} ({meta['train_seconds']} s, loss "
             f"{meta['loss_first']:.3f} -> {meta['loss_last10']:.3f})")
     return ckpt
 
 
-__all__ = ["PretrainSettings", "corpus_pixels", "pretrain_base", "pretrain_key"]
+__all__ = ["PretrainSettings", "corpus_pixels", "pretrain_base", "pretrain_key",
+           "train_resumable"]
