@@ -11,6 +11,7 @@ torch. The closed form is the same; a test compares the two, and with scikit-lea
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -163,11 +164,20 @@ def predict_gp(
     n_total = x.shape[0]
     mu = np.empty(n_total, dtype=np.float32)
     var = np.empty(n_total, dtype=np.float32)
+    # k = signal * exp(-|z - x|^2 / 2l^2) = exp(z.x / l^2 - |x|^2 / 2l^2 - |z|^2 / 2l^2 + log
+    # signal): the column terms ride in the matrix product (addmm), the row term and the
+    # exponential are in-place passes. The element-wise work over the (chunk x n) block cost
+    # more than the product itself when written as separate out-of-place operations.
+    inv_l2 = 1.0 / (length * length)
+    log_signal = math.log(signal)
+    x_train_t = x_train.T.contiguous()  # (D, n)
+    col_term = (log_signal - 0.5 * inv_l2 * train_sq)[None, :]  # (1, n)
     with torch.no_grad():
         for start in range(0, n_total, _CHUNK):
             z = torch.from_numpy(np.array(x[start : start + _CHUNK], dtype=np.float32))
-            sq = (z * z).sum(1, keepdim=True) + train_sq[None, :] - 2.0 * (z @ x_train.T)
-            k = signal * torch.exp(-0.5 * sq.clamp_min(0.0) / (length * length))  # (c, n)
+            k = torch.addmm(col_term, z, x_train_t, alpha=inv_l2)  # (c, n)
+            k.sub_((0.5 * inv_l2) * (z * z).sum(1, keepdim=True))
+            k.clamp_max_(log_signal).exp_()  # the clamp: |z - x|^2 >= 0 despite round-off
             mu[start : start + len(z)] = (k @ alpha).numpy()
             k_var = k if len(var_idx) == len(x_np) else k[:, var_idx]
             v = k_var @ chol_inv.T  # (c, m): rows are (L^-1 k)^T

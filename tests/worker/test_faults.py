@@ -93,10 +93,10 @@ def test_a_killed_worker_resumes_from_its_checkpoint_on_another(setup, world, tm
         assert session.scalar(select(Concept.probability).where(
             Concept.run_id == run_id, Concept.concept_index == vetoed)) == 0
     done = learned(logs)
-    assert sorted(done) == list(range(1, ITERATIONS + 1)), done  # each iteration learned once
-    if settings.broker_url:
-        text = "".join(p.read_text(errors="replace") for p in logs)
-        assert "held by" in text  # a redelivery met the lease
+    # Each iteration learned once, although on Redis the short visibility timeout redelivers
+    # running tasks (whether a copy arrives while the lease is held depends on timing, so the
+    # outcome is what is checked, not the interleaving).
+    assert sorted(done) == list(range(1, ITERATIONS + 1)), done
 
 
 @pytest.fixture
