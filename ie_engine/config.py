@@ -65,9 +65,7 @@ class PolicyConfig:
     reference_vocabulary_size: int = 146_347
     """The vocabulary size the tier sizes were chosen for."""
     veto_reward: float | None = None
-    """Reward fed to the policy for a vetoed concept. None: one observed range (max - min of
-    the observed rewards, at least 0.01) below the lowest observed reward, so a veto counts as
-    worse than anything seen and pulls its neighbours down clearly, not just to the floor."""
+    """Reward fed to the policy for a vetoed concept; None = the lowest reward observed."""
     prior_reward: float = 0.0
     """Prior mean used before any observation (the first iteration samples uniformly)."""
 

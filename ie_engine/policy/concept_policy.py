@@ -29,8 +29,7 @@ class ConceptPolicy:
     Observations are kept per concept; a concept queried several times is fitted on its mean
     reward (its noise shrinks with the count), so the GP's size is the number of distinct
     concepts observed. A vetoed concept gets probability zero and, as a negative observation
-    (one observed range below the lowest reward seen, unless ``veto_reward`` is set), pulls its
-    neighbours down too.
+    (the lowest reward seen, unless ``veto_reward`` is set), pulls its neighbours down too.
     """
 
     def __init__(self, embeddings: np.ndarray, config: PolicyConfig, *, seed: int = 0) -> None:
@@ -78,11 +77,14 @@ class ConceptPolicy:
         """Distinct observed concepts (and vetoed ones as negatives) with their mean rewards."""
         rewards = {i: float(np.mean(v)) for i, v in self.observations.items()}
         if self.vetoed and rewards:
-            if self.config.veto_reward is not None:
-                floor = self.config.veto_reward
-            else:
-                low, high = min(rewards.values()), max(rewards.values())
-                floor = low - max(high - low, 0.01)
+            # The lowest reward observed: a floor further below it makes the vetoed
+            # concept's neighbours the new minimum of the scores, which widens the softmax
+            # range and flattens the distribution - their probability then rose (measured).
+            floor = (
+                self.config.veto_reward
+                if self.config.veto_reward is not None
+                else min(rewards.values())
+            )
             for i in self.vetoed:
                 rewards[i] = floor
         idx = np.array(sorted(rewards), dtype=np.int64)
