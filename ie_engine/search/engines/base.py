@@ -341,6 +341,22 @@ def _detail(text: str, secret: str) -> str:
     return detail.replace(secret, "***") if secret else detail
 
 
+def json_list(value: Any, where: str) -> list[Any]:
+    """``value`` if it is a JSON array; TypeError naming ``where`` otherwise (a malformed
+    answer, reported as such)."""
+    if not isinstance(value, list):
+        raise TypeError(f"'{where}' is not a list")
+    return value
+
+
+def json_objects(value: Any, where: str) -> list[dict[str, Any]]:
+    """``value`` if it is a JSON array of objects; TypeError otherwise."""
+    items = json_list(value, where)
+    if not all(isinstance(r, dict) for r in items):
+        raise TypeError("a result is not an object")
+    return items
+
+
 def opt_int(value: Any) -> int | None:
     """An int from an int, float or digit string; None otherwise."""
     if isinstance(value, bool):

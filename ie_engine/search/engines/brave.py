@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ie_engine.search.engines.base import HttpRequest, WebEngine, opt_int, text_of
+from ie_engine.search.engines.base import (
+    HttpRequest,
+    WebEngine,
+    json_objects,
+    opt_int,
+    text_of,
+)
 from ie_engine.search.engines.cache import Page
 from ie_engine.types import SearchResult
 
@@ -48,13 +54,9 @@ class BraveImagesEngine(WebEngine):
         return await super().fetch_page(query, page)
 
     def parse_page(self, payload: Any, page: int, page_size: int) -> Page:
-        raw = payload["results"]
-        if not isinstance(raw, list):
-            raise TypeError("'results' is not a list")
+        raw = json_objects(payload["results"], "results")
         out: list[SearchResult] = []
         for r in raw:
-            if not isinstance(r, dict):
-                raise TypeError("a result is not an object")
             props = r.get("properties") or {}
             thumb = r.get("thumbnail") or {}
             image = props.get("url")

@@ -19,6 +19,7 @@ from ie_engine.search.engines.base import (
     HttpRequest,
     RetryableAnswer,
     WebEngine,
+    json_list,
     opt_int,
     text_of,
 )
@@ -94,9 +95,7 @@ class FlickrEngine(WebEngine):
 
     def parse_page(self, payload: Any, page: int, page_size: int) -> Page:
         photos = payload["photos"]
-        raw = photos["photo"]
-        if not isinstance(raw, list):
-            raise TypeError("'photos.photo' is not a list")
+        raw = json_list(photos["photo"], "photos.photo")
         out: list[SearchResult] = []
         for i, p in enumerate(raw):
             size = next((s for s in _SIZES if isinstance(p.get(f"url_{s}"), str)), None)

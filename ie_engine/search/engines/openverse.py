@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ie_engine.search.engines.base import HttpRequest, WebEngine, opt_int, text_of
+from ie_engine.search.engines.base import (
+    HttpRequest,
+    WebEngine,
+    json_list,
+    opt_int,
+    text_of,
+)
 from ie_engine.search.engines.cache import Page
 from ie_engine.types import SearchResult
 
@@ -46,9 +52,7 @@ class OpenverseEngine(WebEngine):
         return HttpRequest(f"{self.settings.base_url.rstrip('/')}/images/", params, headers)
 
     def parse_page(self, payload: Any, page: int, page_size: int) -> Page:
-        raw = payload["results"]
-        if not isinstance(raw, list):
-            raise TypeError("'results' is not a list")
+        raw = json_list(payload["results"], "results")
         out: list[SearchResult] = []
         for i, r in enumerate(raw):
             if not isinstance(r, dict) or not isinstance(r.get("url"), str) or not r["url"]:

@@ -16,7 +16,7 @@ import re
 from typing import Any, ClassVar
 
 from ie_engine.errors import SearchError
-from ie_engine.search.engines.base import HttpRequest, WebEngine, text_of
+from ie_engine.search.engines.base import HttpRequest, WebEngine, json_objects, text_of
 from ie_engine.search.engines.cache import Page
 from ie_engine.types import SearchResult
 
@@ -49,13 +49,9 @@ class SearxngEngine(WebEngine):
         return HttpRequest(f"{self.settings.base_url.rstrip('/')}/search", params, headers)
 
     def parse_page(self, payload: Any, page: int, page_size: int) -> Page:
-        raw = payload["results"]
-        if not isinstance(raw, list):
-            raise TypeError("'results' is not a list")
+        raw = json_objects(payload["results"], "results")
         out: list[SearchResult] = []
         for r in raw:
-            if not isinstance(r, dict):
-                raise TypeError("a result is not an object")
             img = r.get("img_src")
             if not isinstance(img, str) or not img.startswith(("http://", "https://")):
                 continue  # a non-image result, or an inline data: URL
