@@ -51,6 +51,11 @@ class PolicyConfig:
     uses every observation. The variance costs N x m^2: at m = 1,024 it took as long as the
     mean over all 2,560 observations; 512 keeps a full-vocabulary update within seconds on 2
     CPU cores (README, "Policy timings")."""
+    gp_refit_growth: float = 0.25
+    """The GP's hyper-parameters are fitted again once the live observed concepts have grown by
+    this share since the last fit (0 = whenever they grew). In between, the GP is conditioned on
+    every observation with the last fitted ones: at 2,560 observations the fit is about a fifth
+    of an update (README, "Policy timings"), and a few hundred more rewards move it little."""
     ridge_alpha: float = 1.0
     """Ridge regularisation once the GP is retired."""
     gp_noise: float = 1e-2

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 
 from ie_engine.config import PolicyConfig
-from ie_engine.policy.gp import Prediction, fit_gp, fit_predict_ridge, predict_gp
+from ie_engine.policy.gp import (
+    Prediction,
+    default_kernel,
+    fit_gp,
+    fit_predict_ridge,
+    predict_gp,
+)
 from ie_engine.policy.sampler import concept_distribution, sample_concepts
 
 
@@ -41,6 +47,7 @@ class ConceptPolicy:
         self.vetoed: set[int] = set()
         self.allowed_mask: np.ndarray | None = None  # label-set restriction, (N,) bool
         self._kernel: Any = None  # the last fitted GP kernel: the next fit starts from it
+        self._kernel_n = 0  # how many live observed concepts it was fitted on
 
     # ------------------------------------------------------------------ observations and vetoes
     def observe(self, concept_indices: list[int], rewards: list[float]) -> None:
@@ -73,29 +80,33 @@ class ConceptPolicy:
     def n_observations(self) -> int:
         return sum(len(v) for v in self.observations.values())
 
-    def _training_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct observed concepts (and vetoed ones as negatives) with their mean rewards."""
+    def _training_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct observed concepts (and vetoed ones as negatives) with their mean rewards,
+        and a mask of the rows that are real observations (False for the vetoes' floors)."""
         rewards = {i: float(np.mean(v)) for i, v in self.observations.items()}
-        if self.vetoed and rewards:
-            # The lowest reward observed: a floor further below it makes the vetoed
-            # concept's neighbours the new minimum of the scores, which widens the softmax
-            # range and flattens the distribution - their probability then rose (measured).
+        real = {i for i in rewards if i not in self.vetoed}
+        if self.vetoed and real:
+            # The lowest reward observed among the live concepts.
             floor = (
                 self.config.veto_reward
                 if self.config.veto_reward is not None
-                else min(rewards.values())
+                else min(rewards[i] for i in real)
             )
             for i in self.vetoed:
                 rewards[i] = floor
         idx = np.array(sorted(rewards), dtype=np.int64)
         y = np.array([rewards[int(i)] for i in idx], dtype=np.float64)
-        return idx, y
+        mask = np.array([int(i) in real for i in idx], dtype=bool)
+        return idx, y, mask
 
     # ------------------------------------------------------------------ prediction
     def predict(self) -> tuple[Prediction, str]:
         """Predicted (mu, sigma) for every concept, and which model produced it."""
         n = self.embeddings.shape[0]
-        idx, y = self._training_set()
+        idx, y, real = self._training_set()
+        if not real.any():
+            # No live observation (none yet, or only vetoed ones): nothing to regress on.
+            idx, y = idx[:0], y[:0]
         if idx.size == 0:
             prior = self.config.prior_reward
             return Prediction(np.full(n, prior, np.float32), np.ones(n, np.float32)), "prior"
@@ -103,13 +114,20 @@ class ConceptPolicy:
         if idx.size > self.config.gp_max_observations:
             pred = fit_predict_ridge(x_train, y, self.embeddings, alpha=self.config.ridge_alpha)
             return pred, "ridge"
-        if idx.size == 1 or float(np.ptp(y)) == 0.0:
+        if real.sum() == 1 or float(np.ptp(y[real])) == 0.0:
             # Nothing to regress on yet: a flat prior at the observed level, uncertainty 1.
-            pred = Prediction(np.full(n, y.mean(), np.float32), np.ones(n, np.float32))
+            pred = Prediction(np.full(n, y[real].mean(), np.float32), np.ones(n, np.float32))
             pred.sigma[idx] = 0.0
             return pred, "prior"
-        gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed, init=self._kernel)
-        self._kernel = gp.kernel
+        # The hyper-parameters depend on the live observations only, and are fitted again once
+        # those have grown enough: a veto, or the dashboard asking again, reuses them.
+        n_live = int(real.sum())
+        grown = max(self._kernel_n * (1.0 + self.config.gp_refit_growth), self._kernel_n + 1)
+        refit = self._kernel is None or n_live >= grown
+        gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed, init=self._kernel,
+                    fit_rows=np.flatnonzero(real), fixed=None if refit else self._kernel)
+        if refit:
+            self._kernel, self._kernel_n = gp.kernel, n_live
         pred = predict_gp(
             gp, self.embeddings, exact_variance_max=self.config.gp_exact_variance_max,
             seed=self.seed,
@@ -137,6 +155,8 @@ class ConceptPolicy:
             "observations": {str(k): list(v) for k, v in self.observations.items()},
             "vetoed": sorted(self.vetoed),
             "allowed": None if self.allowed_mask is None else np.flatnonzero(self.allowed_mask),
+            "gp_theta": None if self._kernel is None else self._kernel.theta.tolist(),
+            "gp_fitted_on": self._kernel_n,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -146,3 +166,7 @@ class ConceptPolicy:
         self.allowed_mask = None
         if allowed is not None:
             self.restrict(np.asarray(allowed, dtype=np.int64))
+        theta = state.get("gp_theta")  # absent in checkpoints of earlier versions: refitted
+        self._kernel = (None if theta is None else default_kernel(self.config.gp_noise)
+                        .clone_with_theta(np.asarray(theta, dtype=np.float64)))
+        self._kernel_n = int(state.get("gp_fitted_on", 0)) if theta is not None else 0

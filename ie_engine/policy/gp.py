@@ -79,6 +79,12 @@ def _cholesky(k: torch.Tensor) -> torch.Tensor:
     raise np.linalg.LinAlgError("GP kernel matrix is not positive definite")
 
 
+def default_kernel(noise: float) -> Kernel:
+    """``C * RBF + White``, the GP's kernel before any fit (and the template of a saved one)."""
+    return ConstantKernel(1.0, (1e-3, 1e3)) * RBF(1.0, (1e-2, 1e2)) + WhiteKernel(
+        noise, (1e-6, 1e1))
+
+
 def fit_gp(
     x: np.ndarray,
     y: np.ndarray,
@@ -87,6 +93,8 @@ def fit_gp(
     seed: int,
     hyper_subsample: int = 256,
     init: Kernel | None = None,
+    fit_rows: np.ndarray | None = None,
+    fixed: Kernel | None = None,
 ) -> FittedGP:
     """Fit an RBF GP on observed concepts ``x`` (n, D) with rewards ``y`` (n,).
 
@@ -100,23 +108,31 @@ def fit_gp(
     times longer at 2,560 observations). ``init``: the kernel fitted at the previous update,
     to start the optimiser from (it then converges in a few steps, since rewards change little
     between iterations).
+
+    ``fit_rows``: the rows that choose the hyper-parameters and the normalisation (mean and
+    scale of the rewards); all rows by default. The others are conditioned on but change
+    neither: a vetoed concept's pseudo-observation is meant to pull its neighbours down, not to
+    rescale every concept's uncertainty. ``fixed``: hyper-parameters to use as they are (the
+    optimiser is skipped).
     """
-    kernel = init if init is not None else ConstantKernel(1.0, (1e-3, 1e3)) * RBF(
-        1.0, (1e-2, 1e2)
-    ) + WhiteKernel(noise, (1e-6, 1e1))
+    kernel = init if init is not None else default_kernel(noise)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    pick = (
-        np.random.default_rng(seed).choice(len(y64), hyper_subsample, replace=False)
-        if len(y64) > hyper_subsample else np.arange(len(y64))
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        probe = GaussianProcessRegressor(
-            kernel=kernel, normalize_y=True, n_restarts_optimizer=0, random_state=seed
-        ).fit(x64[pick], y64[pick])
-    fitted: Kernel = probe.kernel_
-    y_mean = float(y64.mean())
-    y_std = float(y64.std()) or 1.0
+    rows = np.arange(len(y64)) if fit_rows is None else np.asarray(fit_rows, dtype=np.int64)
+    if fixed is not None:
+        fitted: Kernel = fixed
+    else:
+        pick = (
+            np.sort(np.random.default_rng(seed).choice(rows, hyper_subsample, replace=False))
+            if len(rows) > hyper_subsample else rows
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            probe = GaussianProcessRegressor(
+                kernel=kernel, normalize_y=True, n_restarts_optimizer=0, random_state=seed
+            ).fit(x64[pick], y64[pick])
+        fitted = probe.kernel_
+    y_mean = float(y64[rows].mean())
+    y_std = float(y64[rows].std()) or 1.0
     xt = torch.from_numpy(x64)
     signal = float(fitted.k1.k1.constant_value)
     length = float(fitted.k1.k2.length_scale)

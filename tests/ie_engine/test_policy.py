@@ -196,3 +196,47 @@ def test_subset_variance_is_an_upper_bound_and_mean_is_unchanged():
     tol = 1e-5 * gp.signal * gp.y_std**2
     assert np.all(approx.sigma**2 >= exact.sigma**2 - tol)
     assert approx.sigma.mean() > exact.sigma.mean()
+
+
+def test_hyper_parameters_are_refitted_after_growth_and_kept_through_a_checkpoint():
+    x = unit_rows(400, 8, 7)
+    direction = np.random.default_rng(7).normal(size=8)
+    policy = ConceptPolicy(x, PolicyConfig(gp_refit_growth=0.25), seed=0)
+
+    def observe(indices: range) -> None:
+        policy.observe(list(indices), (x[list(indices)] @ direction).tolist())
+
+    observe(range(0, 40))
+    policy.distribution()
+    first = policy.state_dict()["gp_theta"]
+    assert policy.state_dict()["gp_fitted_on"] == 40
+    observe(range(40, 49))  # 49 < 40 * 1.25: the same hyper-parameters
+    policy.distribution()
+    assert policy.state_dict()["gp_theta"] == first
+    # A checkpoint taken now resumes with the same hyper-parameters, hence the same policy.
+    resumed = ConceptPolicy(x, PolicyConfig(gp_refit_growth=0.25), seed=0)
+    resumed.load_state_dict(policy.state_dict())
+    np.testing.assert_allclose(resumed.distribution().probability,
+                               policy.distribution().probability, rtol=1e-6)
+    observe(range(49, 50))  # 50 >= 40 * 1.25: fitted again
+    policy.distribution()
+    assert policy.state_dict()["gp_fitted_on"] == 50
+    assert policy.state_dict()["gp_theta"] != first
+
+
+def test_a_veto_changes_neither_hyper_parameters_nor_the_scale_of_uncertainty():
+    # The vetoed concept's floor is conditioned on, but the kernel and the reward normalisation
+    # come from the live observations: far from the vetoed concept, sigma does not move.
+    x = unit_rows(600, 8, 8)
+    rng = np.random.default_rng(8)
+    obs = rng.choice(600, 60, replace=False).tolist()
+    policy = ConceptPolicy(x, PolicyConfig(), seed=0)
+    policy.observe(obs, (x[obs] @ rng.normal(size=8)).tolist())
+    before = policy.distribution()
+    theta = policy.state_dict()["gp_theta"]
+    vetoed = int(np.argmax(before.probability))
+    policy.veto([vetoed])
+    after = policy.distribution()
+    assert policy.state_dict()["gp_theta"] == theta
+    far = np.argsort(x @ x[vetoed])[:100]  # the 100 concepts least like the vetoed one
+    np.testing.assert_allclose(after.sigma[far], before.sigma[far], rtol=0.02)
