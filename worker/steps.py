@@ -155,10 +155,9 @@ def _holding(runtime: Runtime, run_id: int, token: str) -> Iterator[None]:
 
 def _attach(runtime: Runtime, ctx: RunContext, run_id: int, iteration: int) -> None:
     """Give the explorer this step's progress sink and cancel check."""
-    ctx.explorer.progress = StoreProgress(runtime.factory, runtime.settings, run_id,
-                                          iteration=iteration)
-    ctx.explorer.should_stop = StopFlag(runtime.factory, run_id,
-                                        interval=runtime.settings.stop_poll_seconds)
+    ctx.explorer.attach(
+        StoreProgress(runtime.factory, runtime.settings, run_id, iteration=iteration),
+        StopFlag(runtime.factory, run_id, interval=runtime.settings.stop_poll_seconds))
 
 
 # -- fetch ---------------------------------------------------------------------------------
