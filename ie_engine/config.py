@@ -63,12 +63,16 @@ class PolicyConfig:
     softmax_range: float = 3.0
     """SMR: log of the ratio of the largest to the smallest probability [paper: 3]."""
     tier_sizes: tuple[int, int] = (250, 750)
-    """Sizes of the top two tiers for the paper's 146,347-concept vocabulary; scaled linearly
-    to smaller vocabularies (never below 1)."""
+    """Sizes of the top two tiers for the paper's 146,347-concept vocabulary and 256 queries;
+    scaled linearly to smaller vocabularies, but never below the paper's ratio to the queries
+    per iteration (``policy.sampler.scaled_tier_sizes``)."""
     tier_mass: tuple[float, float, float] = (0.8, 0.1, 0.1)
     """Probability mass of the top tier, the middle tier and the rest [paper: 80/10/10]."""
     reference_vocabulary_size: int = 146_347
     """The vocabulary size the tier sizes were chosen for."""
+    reference_queries_per_iteration: int = 256
+    """The queries per iteration the tier sizes were chosen for (the tiers scale with the larger
+    of the two shares: ``policy.sampler.scaled_tier_sizes``)."""
     veto_reward: float | None = None
     """Reward fed to the policy for a vetoed concept; None = the lowest reward observed."""
     prior_reward: float = 0.0

@@ -274,8 +274,14 @@ def neighbour_shift(
     text embedding) with predicted reward and sampling probability before and after, and
     ``others_ratio``, how the probability of every other live concept changed in all (a veto
     frees the vetoed concept's share, which raises everyone else's: the neighbours fall
-    *relative to the others* even when their own probability rises a little)."""
+    *relative to the others* even when their own probability rises a little).
+
+    ``p_removed_only``: each neighbour's probability had the veto only taken the concept out,
+    without feeding it to the policy as a negative observation; ``negative_ratio``: the
+    neighbours' probability after the veto over that (below 1: the negative observation pulled
+    them down)."""
     after = ex.policy.distribution()
+    removed = ex.policy.distribution(negatives=False)
     emb = np.asarray(ex.policy.embeddings)
     out: list[dict[str, Any]] = []
     for c in dict.fromkeys(vetoed):
@@ -287,13 +293,16 @@ def neighbour_shift(
                 "mu_before": float(before.mu[i]), "mu_after": float(after.mu[i]),
                 "p_before": float(before.probability[i]),
                 "p_after": float(after.probability[i]),
+                "p_removed_only": float(removed.probability[i]),
             })
     others = np.ones(len(before.mu), dtype=bool)
     others[[n["index"] for n in out]] = False
     others[list(ex.policy.vetoed)] = False
     p_before = float(before.probability[others].sum())
     ratio = float(after.probability[: len(before.mu)][others].sum()) / p_before if p_before else 1.0
-    return {"neighbours": out, "others_ratio": ratio}
+    removed_only = sum(n["p_removed_only"] for n in out)
+    negative = sum(n["p_after"] for n in out) / removed_only if removed_only else 1.0
+    return {"neighbours": out, "others_ratio": ratio, "negative_ratio": negative}
 
 
 # -- learn ---------------------------------------------------------------------------------

@@ -80,19 +80,21 @@ class ConceptPolicy:
     def n_observations(self) -> int:
         return sum(len(v) for v in self.observations.values())
 
-    def _training_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distinct observed concepts (and vetoed ones as negatives) with their mean rewards,
-        and a mask of the rows that are real observations (False for the vetoes' floors)."""
+    def _training_set(self, negatives: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct observed concepts (and vetoed ones as negatives, if ``negatives``) with their
+        mean rewards, and a mask of the rows that are real observations (False for the vetoes'
+        floors). Without ``negatives``, vetoed concepts keep what was observed of them."""
         rewards = {i: float(np.mean(v)) for i, v in self.observations.items()}
-        real = {i for i in rewards if i not in self.vetoed}
-        if self.vetoed and real:
+        vetoed = self.vetoed if negatives else set()
+        real = {i for i in rewards if i not in vetoed}
+        if vetoed and real:
             # The lowest reward observed among the live concepts.
             floor = (
                 self.config.veto_reward
                 if self.config.veto_reward is not None
                 else min(rewards[i] for i in real)
             )
-            for i in self.vetoed:
+            for i in vetoed:
                 rewards[i] = floor
         idx = np.array(sorted(rewards), dtype=np.int64)
         y = np.array([rewards[int(i)] for i in idx], dtype=np.float64)
@@ -100,10 +102,14 @@ class ConceptPolicy:
         return idx, y, mask
 
     # ------------------------------------------------------------------ prediction
-    def predict(self) -> tuple[Prediction, str]:
-        """Predicted (mu, sigma) for every concept, and which model produced it."""
+    def predict(self, *, negatives: bool = True) -> tuple[Prediction, str]:
+        """Predicted (mu, sigma) for every concept, and which model produced it.
+
+        ``negatives=False``: as if the vetoes had not been fed to the policy as observations
+        (with the last fitted hyper-parameters, which this does not change): what a veto's
+        negative observation did is the difference."""
         n = self.embeddings.shape[0]
-        idx, y, real = self._training_set()
+        idx, y, real = self._training_set(negatives)
         if not real.any():
             # No live observation (none yet, or only vetoed ones): nothing to regress on.
             idx, y = idx[:0], y[:0]
@@ -123,10 +129,10 @@ class ConceptPolicy:
         # those have grown enough: a veto, or the dashboard asking again, reuses them.
         n_live = int(real.sum())
         grown = max(self._kernel_n * (1.0 + self.config.gp_refit_growth), self._kernel_n + 1)
-        refit = self._kernel is None or n_live >= grown
+        refit = self._kernel is None or (n_live >= grown and negatives)
         gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed, init=self._kernel,
                     fit_rows=np.flatnonzero(real), fixed=None if refit else self._kernel)
-        if refit:
+        if refit and negatives:
             self._kernel, self._kernel_n = gp.kernel, n_live
         pred = predict_gp(
             gp, self.embeddings, exact_variance_max=self.config.gp_exact_variance_max,
@@ -134,9 +140,12 @@ class ConceptPolicy:
         )
         return pred, "gp"
 
-    def distribution(self) -> Distribution:
-        """The current sampling distribution (vetoed and restricted concepts at zero)."""
-        pred, model = self.predict()
+    def distribution(self, *, negatives: bool = True) -> Distribution:
+        """The current sampling distribution (vetoed and restricted concepts at zero).
+
+        ``negatives=False``: vetoed concepts are left out, but not fed to the policy as negative
+        observations (see :meth:`predict`)."""
+        pred, model = self.predict(negatives=negatives)
         allowed = np.ones(self.embeddings.shape[0], dtype=bool)
         if self.allowed_mask is not None:
             allowed &= self.allowed_mask

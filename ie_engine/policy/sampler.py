@@ -10,10 +10,16 @@ from ie_engine.config import PolicyConfig
 def scaled_tier_sizes(config: PolicyConfig, n_concepts: int) -> tuple[int, int]:
     """The top two tier sizes for a vocabulary of ``n_concepts``, scaled from the paper's.
 
-    250 and 750 of 146,347 concepts become the same shares of a smaller vocabulary, at least one
-    concept each (and never more than the vocabulary holds).
+    The paper's 250 and 750 (of 146,347 concepts, 256 queries an iteration) are scaled by the
+    larger of two shares: the vocabulary's (``n_concepts`` / 146,347) and the queries' (M / 256).
+    Both are 1 at the paper's setting. The second keeps the top tier about M concepts wide in a
+    small vocabulary: scaled by the vocabulary alone, 150 concepts left a top tier of one
+    concept holding 80% of the mass, so a veto of it handed that share to whichever concept came
+    next - typically its nearest neighbour (measured). At least one concept each, never more
+    than the vocabulary holds.
     """
-    share = n_concepts / config.reference_vocabulary_size
+    share = max(n_concepts / config.reference_vocabulary_size,
+                config.queries_per_iteration / config.reference_queries_per_iteration)
     top = max(1, round(config.tier_sizes[0] * share))
     middle = max(1, round(config.tier_sizes[1] * share))
     top = min(top, n_concepts)

@@ -38,3 +38,20 @@ def test_veto_applied_lists_each_neighbour_before_and_after() -> None:
 def test_veto_applied_without_neighbours_is_one_line() -> None:
     html = _render("veto-applied", {"vetoed": [], "unvetoed": [5], "added": [], "iteration": 2})
     assert "1 unvetoed" in html and "veto-effect" not in html
+
+
+def test_veto_applied_shows_what_the_negative_observation_did() -> None:
+    html = _render("veto-applied", {
+        "vetoed": [3], "unvetoed": [], "added": [], "iteration": 4, "others_ratio": 1.2,
+        "negative_ratio": 0.5,
+        "neighbours": [
+            {"vetoed": 3, "index": 9, "lemma": "sparrow", "mu_before": 0.41, "mu_after": 0.30,
+             "p_before": 2e-4, "p_after": 2.2e-4, "p_removed_only": 4.4e-4},
+        ],
+    })
+    # Its probability rose (the vetoed concept's share was freed), but the negative
+    # observation halved what it would have been had the concept only been removed.
+    assert "+10%" in html
+    assert "if only removed: 4.40e-04, so the negative observation: -50%" in html
+    assert "the negative observation alone: &times;0.50" in html
+    assert html.count('class="rose"') == 1 and html.count('class="fell"') == 1

@@ -240,3 +240,38 @@ def test_a_veto_changes_neither_hyper_parameters_nor_the_scale_of_uncertainty():
     assert policy.state_dict()["gp_theta"] == theta
     far = np.argsort(x @ x[vetoed])[:100]  # the 100 concepts least like the vetoed one
     np.testing.assert_allclose(after.sigma[far], before.sigma[far], rtol=0.02)
+
+
+def test_tier_sizes_scale_with_the_larger_of_vocabulary_and_queries():
+    assert scaled_tier_sizes(PolicyConfig(), 146_347) == (250, 750)  # the paper's
+    assert scaled_tier_sizes(PolicyConfig(queries_per_iteration=32), 119_034) == (203, 610)
+    # A small vocabulary: about M concepts on top, not one concept holding 80% of the mass.
+    assert scaled_tier_sizes(PolicyConfig(queries_per_iteration=6), 153) == (6, 18)
+    assert scaled_tier_sizes(PolicyConfig(queries_per_iteration=6), 10) == (6, 4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_vetoes_negative_observation_lowers_its_neighbours_below_mere_removal(seed):
+    # The browser test's shape: a small vocabulary, 6 queries an iteration, three iterations
+    # observed, then the policy's favourite vetoed. Freeing the favourite's share can raise
+    # its neighbours' probability; the negative observation must leave them below what
+    # removing the concept alone would give.
+    x = unit_rows(300, 16, 20 + seed)
+    rng = np.random.default_rng(seed)
+    good = x[rng.choice(300, 3, replace=False)]
+    truth = 0.3 + 0.3 * (x @ good.T).max(1) + 0.03 * rng.normal(size=300)
+    policy = ConceptPolicy(x, PolicyConfig(queries_per_iteration=6), seed=seed)
+    for _ in range(3):
+        chosen = policy.sample(policy.distribution(), 6, rng)
+        policy.observe(chosen.tolist(), truth[chosen].tolist())
+    before = policy.distribution()
+    favourite = int(np.argmax(before.probability))
+    sims = x @ x[favourite]
+    sims[favourite] = -np.inf
+    neighbours = np.argsort(-sims)[:5]
+    policy.veto([favourite])
+    after = policy.distribution()
+    removed_only = policy.distribution(negatives=False)
+    assert removed_only.probability[favourite] == after.probability[favourite] == 0.0
+    assert after.mu[neighbours].mean() < removed_only.mu[neighbours].mean()
+    assert after.probability[neighbours].sum() < removed_only.probability[neighbours].sum()
