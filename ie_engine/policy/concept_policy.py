@@ -151,7 +151,11 @@ class ConceptPolicy:
             allowed &= self.allowed_mask
         if self.vetoed:
             allowed[list(self.vetoed)] = False
-        probs, tiers = concept_distribution(pred.mu + pred.sigma, allowed, self.config)
+        # Seeded keys that order tied scores (a prefix of the same stream for every size, so
+        # concepts added mid-run keep the others' keys).
+        tiebreak = np.random.default_rng([self.seed, 1]).random(allowed.size)
+        probs, tiers = concept_distribution(pred.mu + pred.sigma, allowed, self.config,
+                                            tiebreak=tiebreak)
         return Distribution(pred.mu, pred.sigma, probs, tiers, model)
 
     def sample(self, dist: Distribution, m: int, rng: np.random.Generator) -> np.ndarray:

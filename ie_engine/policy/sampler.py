@@ -44,13 +44,20 @@ def softmax_range(scores: np.ndarray, smr: float) -> np.ndarray:
 
 
 def concept_distribution(
-    scores: np.ndarray, allowed: np.ndarray, config: PolicyConfig
+    scores: np.ndarray, allowed: np.ndarray, config: PolicyConfig,
+    tiebreak: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sampling probabilities over all concepts and each concept's tier.
 
     scores: (N,) predicted scores (mu + sigma); allowed: (N,) bool, False for vetoed concepts.
     Returns (probabilities (N,) float64 summing to 1 with zeros where not allowed,
     tiers (N,) int8: 0 top, 1 middle, 2 rest, -1 not allowed).
+
+    ``tiebreak``: (N,) keys that order concepts whose scores are equal (to one part in 10^6 of
+    the spread), lowest first; by default the vocabulary order. Far from every observation an RBF
+    GP predicts its prior for thousands of concepts at once; ordered by the vocabulary, the top
+    tier then filled with one contiguous block of it (numbers, ferns: measured), so the policy
+    passes seeded random keys.
 
     Within a tier, probabilities follow the softmax-range weights; tiers then receive their mass
     (80/10/10). A tier that is empty gives its mass to the tiers that are not, pro rata. When all
@@ -65,8 +72,12 @@ def concept_distribution(
     sub = scores[idx]
     flat = float(sub.max() - sub.min()) <= 1e-12
     weights = softmax_range(sub, config.softmax_range)
-    # Stable sort: equal scores keep vocabulary order, so ties are deterministic.
-    order = idx[np.argsort(-scores[idx], kind="stable")]
+    # Scores equal to within 1e-6 of the spread tie (float32 round-off separates many of the
+    # GP's prior-level predictions by a few ulps); ties go by ``tiebreak``, then vocabulary order.
+    spread = float(sub.max() - sub.min())
+    level = np.floor((sub.astype(np.float64) - float(sub.min())) / max(spread * 1e-6, 1e-300))
+    keys = np.zeros(idx.size) if tiebreak is None else tiebreak[idx]
+    order = idx[np.lexsort((keys, -level))]
     top, middle = scaled_tier_sizes(config, idx.size)
     groups = [order[:top], order[top : top + middle], order[top + middle :]]
     masses = np.array(config.tier_mass, dtype=np.float64)
