@@ -141,13 +141,16 @@ def test_upload_launch_watch_veto_pause_resume_cancel(browser, world, tmp_path):
         assert best.concept_index not in later  # never sampled again
         assert vetoed_row.probability == 0.0 and vetoed_row.vetoed
         # The veto was a negative observation: its nearest neighbours lost predicted reward.
-        # Their sampling probability is recorded, not asserted: in this run it rose by about
-        # 1% while every other concept's share stayed level (an open defect of the policy's
-        # tiering after a veto; the worker and policy tests check the fall where it holds).
+        # Their sampling probability is recorded, not asserted. In this 153-concept vocabulary
+        # the nearest concepts are far apart for the GP's kernel, so the negative observation
+        # moves them little, while the freed share and tier changes move them more (either
+        # way); benchmarks/veto_effect.py measures both vocabularies, and the policy tests
+        # assert the fall where neighbours are close.
         payload = applied_event.payload
         shift = payload["neighbours"]
         assert len(shift) == 5
         assert np.mean([n["mu_before"] - n["mu_after"] for n in shift]) > 0, shift
+        assert all("p_removed_only" in n for n in shift) and "negative_ratio" in payload
         ratio = sum(n["p_after"] for n in shift) / sum(n["p_before"] for n in shift)
         (ARTIFACTS / "veto-shift.json").write_text(json.dumps(
             {"neighbours_probability_ratio": ratio, **payload}, indent=1))
