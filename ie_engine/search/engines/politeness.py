@@ -2,20 +2,22 @@
 
 A :class:`RateLimiter` spaces one engine's requests ``60 / requests_per_minute`` seconds apart
 and counts them against ``requests_per_day`` (a UTC calendar day). The day's count can be kept
-in a small JSON file so that the quota holds across processes run one after another (the
-worker runs each iteration as a separate task); two processes running *at once* may each spend
-the last requests (best effort, no file locking).
+in a small JSON file so that the quota holds across processes, one after another (the worker
+runs each iteration as a separate task) or at the same time on one machine (several workers):
+the check and the count are one read-modify-write of the file under an advisory ``flock`` on a
+sidecar lock file, and the file is replaced atomically.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,18 +79,47 @@ def utc_day(now: float | None = None) -> str:
 
 
 class DayCounter:
-    """Requests spent today, optionally persisted as ``{"day": ..., "used": ...}``."""
+    """Requests spent today, optionally persisted as ``{"day": ..., "used": ...}``.
+
+    With a path, the file holds the count: :meth:`spent` reads it, and :meth:`take` and
+    :meth:`add` read, update and replace it (temporary file and ``os.replace``) while holding an
+    exclusive ``flock`` on the sidecar ``<name>.lock``, so counters of several processes (or
+    several counters of one process) sharing the file neither lose requests nor overspend.
+    """
 
     def __init__(self, path: Path | None = None, wall: Clock = time.time) -> None:
         self.path = path
         self._wall = wall
         self.day = utc_day(wall())
         self.used = 0
-        if path is not None and path.exists():
-            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-                state = json.loads(path.read_text())
-                if state["day"] == self.day:
-                    self.used = int(state["used"])
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        """Today's count from the file: 0 when it is missing, unreadable or of another day."""
+        self.day = utc_day(self._wall())
+        used = 0
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            state = json.loads(path.read_text())
+            if state["day"] == self.day:
+                used = int(state["used"])
+        self.used = used
+
+    def _store(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"day": self.day, "used": self.used}))
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """Hold an exclusive advisory lock on the sidecar ``<name>.lock`` of ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor releases the lock
 
     def _roll(self) -> None:
         today = utc_day(self._wall())
@@ -96,17 +127,31 @@ class DayCounter:
             self.day, self.used = today, 0
 
     def spent(self) -> int:
-        self._roll()
+        if self.path is None:
+            self._roll()
+        else:
+            self._load(self.path)
         return self.used
 
+    def take(self, n: int = 1, limit: int | None = None) -> bool:
+        """Count ``n`` requests unless today's count would then exceed ``limit`` (None: no
+        limit). True when counted. Check and count are one step under the file lock."""
+        if self.path is None:
+            self._roll()
+            if limit is not None and self.used + n > limit:
+                return False
+            self.used += n
+            return True
+        with self._locked(self.path):
+            self._load(self.path)
+            if limit is not None and self.used + n > limit:
+                return False
+            self.used += n
+            self._store(self.path)
+        return True
+
     def add(self, n: int = 1) -> None:
-        self._roll()
-        self.used += n
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"day": self.day, "used": self.used}))
-            os.replace(tmp, self.path)
+        self.take(n)
 
 
 class RateLimiter:
@@ -155,15 +200,19 @@ class RateLimiter:
         when today's quota is spent."""
         async with self._lock:
             if self.exhausted():
-                raise QuotaExhaustedError(
-                    f"search engine {self.name!r} has spent its {self.per_day} requests for "
-                    f"{self.counter.day} (UTC)"
-                )
+                raise self._exhausted_error()
             wait = self._next_at - self._clock()
             if wait > 0:
                 await self._sleep(wait)
+            if not self.counter.take(1, self.per_day):  # spent meanwhile by another process
+                raise self._exhausted_error()
             self._next_at = max(self._clock(), self._next_at) + self.interval
-            self.counter.add()
+
+    def _exhausted_error(self) -> QuotaExhaustedError:
+        return QuotaExhaustedError(
+            f"search engine {self.name!r} has spent its {self.per_day} requests for "
+            f"{self.counter.day} (UTC)"
+        )
 
 
 __all__ = [
