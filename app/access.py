@@ -11,7 +11,10 @@ The app has one user (whoever runs it), so it has one secret to know, not accoun
   holding its issue time and the session's CSRF token, signed with HMAC-SHA256 under a key
   derived from ``IE_SECRET_KEY`` *and* the access token. Changing either ends every session; the
   development default of the secret key alone cannot forge a cookie, since the token is part of
-  the key. A cookie older than ``IE_SESSION_HOURS`` is refused.
+  the key. A cookie older than ``IE_SESSION_HOURS`` is refused, and so is the cookie of a
+  session ended by logging out: ``POST /logout`` records the session in the database
+  (:mod:`app.store.revocations`, keyed by a hash of its CSRF token), so a copy of the cookie
+  kept elsewhere stops working too, in every process and after a restart.
 * **CSRF.** A browser attaches cookies by itself, so every request that changes something
   (anything but GET, HEAD and OPTIONS) authenticated by the cookie must also prove it came from
   one of our pages: it carries the session's CSRF token in the ``X-CSRF-Token`` header (htmx
@@ -39,14 +42,20 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+import anyio.to_thread
+from sqlalchemy.orm import Session as DbSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import CsrfRefused, LoginRequired
 from app.settings import MIN_TOKEN_LENGTH, Settings, get_settings
+from app.store.db import session_scope
+from app.store.models import utcnow
+from app.store.revocations import is_revoked, purge_revocations, revoke_session
 
 SESSION_COOKIE: Final = "ie_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -162,6 +171,30 @@ class Access:
                             httponly=True, samesite="strict", secure=secure)
 
 
+def live_session(request: Request) -> Session | None:
+    """The session of the request's cookie; None when the cookie is missing, forged, altered,
+    expired or its session was ended by logging out. Blocking: reads the database."""
+    access: Access = request.app.state.access
+    session = access.read_session(request.cookies.get(SESSION_COOKIE))
+    return None if session is None or session_ended(request, session) else session
+
+
+def session_ended(request: Request, session: Session) -> bool:
+    """Whether ``session`` was ended by logging out (in any process of the app, at any time).
+    Blocking: reads the database."""
+    with session_scope(request.app.state.session_factory) as db:
+        return is_revoked(db, session.csrf)
+
+
+def end_session(db: DbSession, access: Access, session: Session,
+                now: datetime | None = None) -> None:
+    """Record ``session`` as ended, so its cookie is refused from now on, and forget the ended
+    sessions whose cookies have expired anyway. Flushes, never commits."""
+    now = now or utcnow()
+    revoke_session(db, session.csrf, datetime.fromtimestamp(session.issued_at, UTC), now=now)
+    purge_revocations(db, issued_before=now - timedelta(seconds=access.max_age_seconds))
+
+
 def clear_cookie(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
@@ -188,6 +221,8 @@ async def guard(request: Request) -> None:
         request.state.auth = "bearer"
         return
     session = access.read_session(request.cookies.get(SESSION_COOKIE))
+    if session is not None and await anyio.to_thread.run_sync(session_ended, request, session):
+        session = None
     if session is None:
         raise LoginRequired("log in first: this needs the access token (see the login page)")
     request.state.auth = "session"

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.access import SESSION_COOKIE, Access, clear_cookie, safe_next
-from app.deps import FormDep
+from app.access import SESSION_COOKIE, Access, clear_cookie, end_session, live_session, safe_next
+from app.deps import FormDep, SessionDep
 from app.templating import render
 
 router = APIRouter()
@@ -40,7 +40,7 @@ def login_page(
         if access.token_matches(token):
             return _logged_in(request, target)
         return _login_page(request, target, "That access token is wrong.")
-    if access.read_session(request.cookies.get(SESSION_COOKIE)) is not None:
+    if live_session(request) is not None:
         return RedirectResponse(target, status_code=303)
     return _login_page(request, target)
 
@@ -57,8 +57,13 @@ def login(request: Request, form: FormDep) -> Response:
 
 
 @router.post("/logout", response_model=None, name="logout")
-def logout(request: Request) -> Response:
-    """End this browser's session (the access token stays valid)."""
+def logout(request: Request, db: SessionDep) -> Response:
+    """End this browser's session: the cookie is cleared here and, recorded as ended, refused
+    wherever a copy of it is sent (the access token stays valid)."""
+    access: Access = request.app.state.access
+    session = access.read_session(request.cookies.get(SESSION_COOKIE))
+    if session is not None:
+        end_session(db, access, session)
     response = RedirectResponse(request.url_for("login"), status_code=303)
     clear_cookie(response)
     return response

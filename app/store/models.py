@@ -1,7 +1,8 @@
 """The SQL store's tables, as typed SQLAlchemy 2 models.
 
 The store is the source of truth for runs, uploads, iterations, concepts, queries, images, vetoes
-and events (DESIGN.md). Types are chosen to behave the same on SQLite and PostgreSQL:
+and events (DESIGN.md), and for the browser sessions ended by logging out. Types are chosen
+to behave the same on SQLite and PostgreSQL:
 
 * JSON columns are ``JSON`` (``JSONB`` on PostgreSQL); values are written through
   :func:`app.store.values.clean_json`, so NaN never reaches PostgreSQL (which refuses it);
@@ -388,3 +389,22 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RevokedSession(Base):
+    """A browser session ended by logging out: its cookie is refused from then on.
+
+    Keyed by the SHA-256 of the session's CSRF token (unique per session; the token itself is not
+    kept). The row is needed only while the cookie could still be accepted, that is until
+    ``issued_at`` is older than ``IE_SESSION_HOURS``; the issue time is stored rather than an
+    expiry, so a longer ``IE_SESSION_HOURS`` set later keeps the row as long as the cookie lives.
+    """
+
+    __tablename__ = "revoked_sessions"
+    __table_args__ = (Index("ix_revoked_sessions_issued_at", "issued_at"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """Hex SHA-256 of the session's CSRF token."""
+    issued_at: Mapped[datetime]
+    """When the session's cookie was issued."""
+    revoked_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,5 +1,6 @@
 """Access: nothing but the login page and static files without the token or a session; CSRF on
-every state-changing request of a browser session; files only from inside the data folder."""
+every state-changing request of a browser session; logging out ends the session on the server;
+files only from inside the data folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,12 +20,15 @@ from fastapi import FastAPI
 from fastapi.routing import RouteContext, iter_route_contexts
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from app.access import PUBLIC_ROUTES, SESSION_COOKIE, Access, development_token
 from app.main import create_app
 from app.settings import Settings
 from app.store.db import make_engine, make_session_factory, session_scope
 from app.store.images import add_images, images_for
+from app.store.models import RevokedSession
+from app.store.revocations import revoke_session, session_key
 from tests.app.auth import bearer, browser_login, logged_in
 from tests.app.factories import image_row, make_running_run, write_image
 from tests.app.servers import serve
@@ -238,6 +243,110 @@ def test_a_session_token_from_another_session_is_refused(world: World) -> None:
         assert mine != theirs
         reply = first.post(f"/runs/{world.run_id}/pause", headers={"X-CSRF-Token": theirs})
         assert reply.status_code == 403
+
+
+def _assert_refused(client: TestClient, world: World, csrf: str) -> None:
+    """``client``'s session is refused as a missing one: pages, JSON, htmx, a state change."""
+    page = client.get("/", headers={"Accept": "text/html"}, follow_redirects=False)
+    login = urlsplit(page.headers["location"])
+    assert page.status_code == 303 and login.path == "/login"
+    assert parse_qs(login.query)["next"] == ["/"]
+    reply = client.get(f"/runs/{world.run_id}/images/{world.image_id}",
+                       headers={"Accept": "application/json"})
+    assert reply.status_code == 401 and reply.json()["detail"].startswith("log in first")
+    _assert_no_data(reply.content, world)
+    reply = client.get(f"/runs/{world.run_id}", headers={"HX-Request": "true"})
+    assert reply.status_code == 401 and "/login?next=" in reply.headers["hx-redirect"]
+    reply = client.post(f"/runs/{world.run_id}/pause",
+                        headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+    assert reply.status_code == 401 and reply.json()["detail"].startswith("log in first")
+    # The login page shows its form instead of sending the browser on to a refused page.
+    login = client.get("/login", params={"next": "/"}, follow_redirects=False)
+    assert login.status_code == 200 and 'name="token"' in login.text
+
+
+def _revocations(world: World) -> list[RevokedSession]:
+    engine = make_engine(world.settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return list(session.scalars(select(RevokedSession)))
+    finally:
+        engine.dispose()
+
+
+def test_logging_out_ends_the_session_for_every_copy_of_its_cookie(world: World) -> None:
+    with (TestClient(world.app) as browser, TestClient(world.app) as other,
+          TestClient(world.app) as thief):
+        csrf = browser_login(browser)
+        copied = browser.cookies[SESSION_COOKIE]
+        other_csrf = browser_login(other)
+        reply = browser.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
+        assert reply.status_code == 303 and 'ie_session=""' in reply.headers["set-cookie"]
+        # The copy kept elsewhere is refused exactly like a missing or expired cookie.
+        thief.cookies.set(SESSION_COOKIE, copied)
+        _assert_refused(thief, world, csrf)
+        reply = thief.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
+        assert reply.status_code == 401
+        # The session that did not log out goes on; a new login gets a new, working session.
+        assert other.get("/").status_code == 200
+        assert other.post(f"/runs/{world.run_id}/pause", headers={"X-CSRF-Token": other_csrf,
+                                                                  "HX-Request": "true"}
+                          ).status_code == 200
+        new_csrf = browser_login(browser)
+        assert new_csrf != csrf and browser.cookies[SESSION_COOKIE] != copied
+        assert browser.get(f"/runs/{world.run_id}/images/{world.image_id}").content == world.image
+        reply = browser.post(f"/runs/{world.run_id}/resume", data={"csrf_token": new_csrf},
+                             follow_redirects=False)
+        assert reply.status_code not in (401, 403)
+    # One row, keyed by a hash: the CSRF token itself is not stored.
+    [row] = _revocations(world)
+    assert row.token_hash == session_key(csrf) and csrf not in row.token_hash
+
+
+def test_a_logged_out_session_stays_ended_after_a_restart(world: World) -> None:
+    with TestClient(world.app) as browser, TestClient(world.app) as other:
+        csrf = browser_login(browser)
+        copied = browser.cookies[SESSION_COOKIE]
+        browser_login(other)
+        kept = other.cookies[SESSION_COOKIE]
+        assert browser.post("/logout", data={"csrf_token": csrf},
+                            follow_redirects=False).status_code == 303
+    restarted = create_app(world.settings)
+    with TestClient(restarted) as thief, TestClient(restarted) as other:
+        thief.cookies.set(SESSION_COOKIE, copied)
+        _assert_refused(thief, world, csrf)
+        other.cookies.set(SESSION_COOKIE, kept)
+        assert other.get("/").status_code == 200
+
+
+def test_logging_out_forgets_ended_sessions_whose_cookies_have_expired(world: World) -> None:
+    access: Access = world.app.state.access
+    now = datetime.now(UTC)
+    expired = now - timedelta(seconds=access.max_age_seconds + 60)
+    live = now - timedelta(seconds=access.max_age_seconds - 600)
+    engine = make_engine(world.settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            revoke_session(session, "expired-session", expired)
+            revoke_session(session, "live-session", live)
+            revoke_session(session, "live-session", live)  # twice: one row
+    finally:
+        engine.dispose()
+    assert len(_revocations(world)) == 2
+    with TestClient(world.app) as browser:
+        csrf = browser_login(browser)
+        assert browser.post("/logout", data={"csrf_token": csrf},
+                            follow_redirects=False).status_code == 303
+    assert {row.token_hash for row in _revocations(world)} == {
+        session_key("live-session"), session_key(csrf)}
+
+
+def test_logging_out_with_the_bearer_header_records_nothing(world: World) -> None:
+    with logged_in(world.app) as client:
+        reply = client.post("/logout", follow_redirects=False)
+        assert reply.status_code == 303
+        assert client.get("/").status_code == 200  # the access token stays valid
+    assert _revocations(world) == []
 
 
 def _raw_get(base: str, target: str, token: str) -> tuple[int, bytes]:

@@ -19,7 +19,7 @@ import json, sys
 import app.settings, app.errors
 import app.store.db, app.store.migrate, app.store.models, app.store.runs, app.store.uploads
 import app.store.events, app.store.vetoes, app.store.concepts, app.store.images
-import app.store.iterations, app.services.uploads
+import app.store.iterations, app.store.revocations, app.services.uploads
 import app.services.live, app.services.runs, app.services.steering, app.services.dashboard
 import app.services.images
 store_only = {m: m in sys.modules for m in ("fastapi", "starlette", "torch")}

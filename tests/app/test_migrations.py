@@ -22,6 +22,7 @@ TABLES = {
     "images",
     "vetoes",
     "events",
+    "revoked_sessions",
 }
 
 
@@ -60,7 +61,7 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0003"
+            assert MigrationContext.configure(conn).get_current_revision() == "0004"
     finally:
         engine.dispose()
 
@@ -95,5 +96,35 @@ def test_0002_keeps_existing_rows_on_the_way_up_and_down(empty_db_url: str) -> N
             assert conn.execute(text("SELECT count(*) FROM concepts")).scalar() == 1
             columns = {c["name"] for c in inspect(conn).get_columns("runs")}
             assert "pause_requested" not in columns and "iteration" in columns
+    finally:
+        engine.dispose()
+
+
+def test_0004_adds_and_drops_only_its_own_table(empty_db_url: str) -> None:
+    """Going up to 0004 and back to 0003 leaves the other tables and their rows alone."""
+    upgrade(empty_db_url, "0003")
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, name, status, config, created_at, updated_at, "
+                    "iteration) VALUES (1, 'old', 'running', '{}', :t, :t, 2)"
+                ),
+                {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+        upgrade(empty_db_url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO revoked_sessions (token_hash, issued_at, revoked_at) "
+                    "VALUES (:h, :t, :t)"
+                ),
+                {"h": "0" * 64, "t": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+        downgrade(empty_db_url, "0003")
+        assert _tables(empty_db_url) == TABLES - {"revoked_sessions"} | {"alembic_version"}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM runs")).scalar() == "old"
     finally:
         engine.dispose()
