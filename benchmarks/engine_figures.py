@@ -104,11 +104,12 @@ def main() -> None:
         run_dir = args.data_dir / "figures-run"
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time
         ie = [sys.executable, "-m", "ie_engine.cli", "--data-dir", str(args.data_dir)]
-        subprocess.run([*ie, "demo-target", "--out", str(target)], check=True, cwd=root)
+        subprocess.run([*ie, "demo-target", "--out", str(target)], check=True, cwd=root,
+                       stdout=sys.stderr)
         t0 = time.perf_counter()
         subprocess.run([*ie, "explore", "--target", str(target), "--run-dir", str(run_dir),
                         "--preset", "cpu-small", "--iterations", "1", "--quiet"],
-                       check=True, cwd=root)
+                       check=True, cwd=root, stdout=sys.stderr)
         out["cpu_small_run_s"] = round(time.perf_counter() - t0, 1)
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         out["cpu_small_peak_rss_gib"] = round(peak_kib / 2**20, 2)
