@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from app.store.db import make_engine
 from app.store.migrate import downgrade, upgrade
@@ -66,6 +66,17 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
         engine.dispose()
 
 
+def _insert_old_run(conn: Connection) -> None:
+    """Run 1, as an earlier version of the schema holds it."""
+    conn.execute(
+        text(
+            "INSERT INTO runs (id, name, status, config, created_at, updated_at, "
+            "iteration) VALUES (1, 'old', 'running', '{}', :t, :t, 2)"
+        ),
+        {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+    )
+
+
 def test_0002_keeps_existing_rows_on_the_way_up_and_down(empty_db_url: str) -> None:
     """Rows written at 0001 get the new columns' defaults, and going back down to 0001 drops
     only the columns: no table is rebuilt, so nothing cascades away."""
@@ -73,13 +84,7 @@ def test_0002_keeps_existing_rows_on_the_way_up_and_down(empty_db_url: str) -> N
     engine = make_engine(empty_db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO runs (id, name, status, config, created_at, updated_at, "
-                    "iteration) VALUES (1, 'old', 'running', '{}', :t, :t, 2)"
-                ),
-                {"t": datetime(2026, 1, 1, tzinfo=UTC)},
-            )
+            _insert_old_run(conn)
             conn.execute(
                 text(
                     "INSERT INTO concepts (run_id, concept_index, lemma, text, source, "
@@ -106,13 +111,7 @@ def test_0004_adds_and_drops_only_its_own_table(empty_db_url: str) -> None:
     engine = make_engine(empty_db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO runs (id, name, status, config, created_at, updated_at, "
-                    "iteration) VALUES (1, 'old', 'running', '{}', :t, :t, 2)"
-                ),
-                {"t": datetime(2026, 1, 1, tzinfo=UTC)},
-            )
+            _insert_old_run(conn)
         upgrade(empty_db_url)
         with engine.begin() as conn:
             conn.execute(
