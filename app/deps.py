@@ -7,7 +7,7 @@ The settings and the session factory live on the app object (``app.state``), set
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Final
+from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from pydantic import Field
@@ -15,15 +15,11 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.errors import InvalidInput
+from app.numbers import BIG_ID_MAX, ID_MAX, whole_number
 from app.services.dashboard import Show, View
 from app.settings import Settings
 from app.store.concepts import ConceptSort
 from app.store.db import session_scope
-
-ID_MAX: Final = 2**31 - 1
-"""The largest run, upload or concept number (a PostgreSQL ``integer``)."""
-BIG_ID_MAX: Final = 2**63 - 1
-"""The largest image or event id (a PostgreSQL ``bigint``)."""
 
 RunId = Annotated[int, Path(ge=1, le=ID_MAX, description="The run's number.", examples=[1])]
 UploadId = Annotated[int, Path(ge=1, le=ID_MAX, description="The upload's number.",
@@ -54,9 +50,10 @@ def _optional_int(name: str, text: str | None) -> int | None:
     """A whole-number query parameter that an empty form field leaves out (``concept=``)."""
     if text is None or not text.strip():
         return None
-    if not text.strip().isdigit() or int(text.strip()) > ID_MAX:
+    value = whole_number(text, ID_MAX)
+    if value is None:
         raise InvalidInput(f"{name}: {text.strip()[:40]!r} is not a whole number up to {ID_MAX}")
-    return int(text.strip())
+    return value
 
 
 def get_view(

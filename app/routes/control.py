@@ -16,8 +16,9 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from app.deps import ID_MAX, FormDep, RunId, SessionDep, SettingsDep
+from app.deps import FormDep, RunId, SessionDep, SettingsDep
 from app.errors import InvalidInput
+from app.numbers import ID_MAX, whole_number
 from app.services.runs import control_run
 from app.services.steering import add_concept, steer_concepts
 from app.templating import is_htmx, render_fragment
@@ -48,10 +49,10 @@ def _indices(values: list[str], field: str) -> list[int]:
     """Concept indices from form values; :class:`InvalidInput` for anything else."""
     indices: list[int] = []
     for value in values:
-        text = value.strip()
-        if not text.isdigit() or int(text) > ID_MAX:
-            raise InvalidInput(f"{field}: {text[:40]!r} is not a concept number")
-        indices.append(int(text))
+        index = whole_number(value, ID_MAX)
+        if index is None:
+            raise InvalidInput(f"{field}: {value.strip()[:40]!r} is not a concept number")
+        indices.append(index)
     return indices
 
 

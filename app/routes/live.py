@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Query, Request
 from jinja2 import Template
 from starlette.responses import FileResponse, StreamingResponse
 
-from app.deps import BIG_ID_MAX, ImageId, RunId, SessionDep, SettingsDep
+from app.deps import ImageId, RunId, SessionDep, SettingsDep
+from app.numbers import BIG_ID_MAX, whole_number
 from app.services import dashboard
 from app.services.images import image_file
 from app.services.live import StreamOptions, event_stream, open_waker
@@ -21,9 +22,8 @@ router = APIRouter(prefix="/runs/{run_id}")
 def _start_id(header: str | None, query: int | None) -> int:
     """Where the stream starts: the browser's ``Last-Event-ID`` (sent when it reconnects by
     itself) wins over ``?last_id=`` (what the page was rendered up to)."""
-    if header is not None and header.strip().isdigit() and int(header.strip()) <= BIG_ID_MAX:
-        return int(header.strip())
-    return query or 0
+    start = None if header is None else whole_number(header, BIG_ID_MAX)
+    return start if start is not None else query or 0
 
 
 @router.get("/events", name="run_events")

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound
+from app.numbers import whole_number
 from app.services.images import resolve_data_file
 from app.settings import Settings
 from app.store.concepts import concepts_by_index
@@ -34,6 +35,8 @@ from ie_engine.export.records import ExportImage, RunData, VetoNote, load_run
 ExportKind = Literal["model", "dataset", "report"]
 FILE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
 MAX_COMPARED: Final = 8
+MAX_TOP: Final = 1_000_000
+"""The largest N of a dataset of the top N images."""
 OUTPUTS: Final[dict[str, str]] = {
     "model": "model.zip", "dataset": "dataset.zip", "report": "report.html",
 }
@@ -172,10 +175,11 @@ def dataset_options(form: dict[str, Any]) -> DatasetOptions:
         raise InvalidInput(f"select: {select_value[:20]!r} is not kept, top or all")
     selection: Selection = select_value  # type: ignore[assignment]
     top_text = str(form.get("top") or "500").strip()
-    if not top_text.isdigit() or not 1 <= int(top_text) <= 1_000_000:
-        raise InvalidInput(f"top: {top_text[:20]!r} is not a number from 1 to 1,000,000")
+    top_n = whole_number(top_text, MAX_TOP)
+    if top_n is None or top_n < 1:
+        raise InvalidInput(f"top: {top_text[:20]!r} is not a number from 1 to {MAX_TOP:,}")
     licenses = [str(v).strip() for v in form.get("license", []) if str(v).strip()]
-    return DatasetOptions(selection=selection, top_n=int(top_text),
+    return DatasetOptions(selection=selection, top_n=top_n,
                           licenses=frozenset(licenses) if licenses else None, archive=True)
 
 

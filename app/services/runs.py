@@ -30,6 +30,7 @@ from typing import Final, Literal, cast
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, IllegalTransition, InvalidInput
+from app.numbers import ID_MAX, whole_number
 from app.services.engines import EngineChoice, EngineOptions, parse_engine_choice
 from app.services.live import publish
 from app.services.uploads import parse_class_names
@@ -159,9 +160,11 @@ def parse_launch_form(
     """
     errors: list[str] = []
     upload_text = form.get("upload_id", "").strip()
-    upload_id = int(upload_text) if upload_text.isdigit() else None
-    if upload_id is None:
+    upload_id = whole_number(upload_text, ID_MAX)
+    if not upload_text:
         errors.append("upload: choose the images to explore for")
+    elif upload_id is None:
+        errors.append(f"upload: {upload_text[:40]!r} is not an upload number")
     preset = form.get("preset", "cpu-small").strip()
     if preset not in PRESETS:
         errors.append(f"preset: {preset[:40]!r} is not one of {', '.join(PRESETS)}")

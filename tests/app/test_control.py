@@ -131,6 +131,9 @@ def test_add_a_concept_mid_run(client: TestClient, engine: Engine) -> None:
     [
         ("vetoes", {"action": "veto"}, 400, "tick at least one concept"),
         ("vetoes", {"action": "veto", "pick": ["x1"]}, 400, "is not a concept number"),
+        ("vetoes", {"pick": ["1", "²"]}, 400, "pick: '²' is not a concept number"),
+        ("vetoes", {"veto_one": "1" * 5000}, 400, "veto_one: '1111"),
+        ("vetoes", {"unveto_one": str(2**31)}, 400, "is not a concept number"),
         ("vetoes", {"action": "explode", "pick": ["1"]}, 400, "neither veto nor unveto"),
         ("vetoes", {"veto_one": "99"}, 404, "has no concept 99"),
         ("concepts", {"phrase": "   "}, 400, "needs a phrase"),

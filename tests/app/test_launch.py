@@ -111,6 +111,9 @@ def test_empty_numbers_take_the_presets_values(client: TestClient, engine: Engin
         ({"preset": "tiny"}, "preset: 'tiny' is not one of cpu-small, gpu-paper"),
         ({"search_engine": "google"}, "search engine: 'google' is not one of offline"),
         ({"upload_id": ""}, "upload: choose the images"),
+        ({"upload_id": "²"}, "upload: '²' is not an upload number"),
+        ({"upload_id": "9" * 5000}, "is not an upload number"),
+        ({"upload_id": str(2**31)}, f"upload: '{2**31}' is not an upload number"),
         ({"name": "x" * 300}, "name: at most 255 characters"),
     ],
 )

@@ -187,6 +187,7 @@ def test_the_gallery_filters_by_concept_and_iteration(filled: tuple[TestClient, 
     assert len(shown()) == 5 == len(shown(concept="", iteration=""))  # a blank field: no filter
     assert len(shown()) <= GALLERY_PAGE
     assert client.get(f"/runs/{run.run_id}/gallery", params={"concept": "x"}).status_code == 400
+    assert client.get(f"/runs/{run.run_id}/gallery", params={"concept": "²"}).status_code == 400
 
 
 def test_curves_and_map_json(filled: tuple[TestClient, Filled]) -> None:
