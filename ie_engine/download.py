@@ -25,6 +25,7 @@ raises. Reason codes:
 ``io-error``          the stored file could not be written (a full disk is not a failure of
                       one image: ``OSError(ENOSPC)`` is raised to the caller)
 ``cancelled``         ``should_stop`` asked to stop before this request finished
+``replay-miss``       replaying: the download cache holds no usable outcome for this URL
 ``internal``          an unexpected error (a bug): recorded, not raised
 ===================== =======================================================================
 
@@ -49,6 +50,11 @@ in the pool: Pillow releases the GIL while decoding
 and resizing, so the event loop keeps streaming other downloads meanwhile (measured with
 :mod:`ie_engine.download_bench`; see :func:`default_cpu_workers`). Pixel budget, duplicate
 checks and the leakage guard: :mod:`ie_engine.download_cpu`.
+
+Content cache (optional, :mod:`ie_engine.download_cache`). Each URL's outcome is recorded: the
+body it served, or the refusal it ended in. A URL the cache answers costs no request; its bytes
+go through decoding and every guard again, as fresh ones would. In replay mode no session is
+opened at all: each URL is answered from the cache, or ends as ``replay-miss``.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from ie_engine.config import DownloadConfig
+from ie_engine.download_cache import CachedBody, CachedRefusal, DamagedBodyError, DownloadCache
 from ie_engine.download_cpu import (
     PixelBudget,
     _deduplicate,
@@ -116,7 +123,8 @@ _T = TypeVar("_T")
 class _Batch:
     """Per-``fetch_all`` state: the session, slots and the CPU pool."""
 
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession | None
+    """None when replaying from the download cache (nothing goes to the network)."""
     global_slots: asyncio.Semaphore
     cpu_slots: asyncio.Semaphore
     executor: Executor | None
@@ -138,7 +146,8 @@ class Downloader:
     ``cpu_workers``: threads for decoding and storing (default :func:`default_cpu_workers`); 0
     does that work on the event loop itself (only for measurements). ``resolver``: the name
     resolver wrapped by the address guard (tests inject a fake one; default: ``getaddrinfo`` in
-    a thread).
+    a thread). ``cache``: the content cache that records each URL's outcome, and answers from it
+    (see the module docstring).
     """
 
     def __init__(
@@ -150,8 +159,10 @@ class Downloader:
         *,
         cpu_workers: int | None = None,
         resolver: AbstractResolver | None = None,
+        cache: DownloadCache | None = None,
     ) -> None:
         self.config = config
+        self.cache = cache
         self.image_dir = Path(image_dir)
         self.targets = HashIndex(target_hashes)
         self.dedup = dedup if dedup is not None else DedupIndex()
@@ -201,7 +212,10 @@ class Downloader:
             else None
         )
         try:
-            async with _session(self.config, self._resolver) as session:
+            async with contextlib.AsyncExitStack() as stack:
+                replaying = self.cache is not None and self.cache.replaying
+                session = None if replaying else await stack.enter_async_context(
+                    _session(self.config, self._resolver))
                 batch = _Batch(
                     session=session,
                     global_slots=asyncio.Semaphore(self.config.concurrency),
@@ -286,20 +300,22 @@ class Downloader:
             parsed, failure = check_url(url, self.config.allowed_private_hosts)
             if failure is not None:
                 return DownloadFailure(url, failure.reason, failure.detail, req)
+            if self.cache is not None:
+                cached = await self._from_cache(batch, req)
+                if cached is not None:
+                    return cached
             data = await self._fetch_bytes(batch, parsed)  # returns holding a global slot
             try:
                 await batch.cpu_slots.acquire()
             finally:
                 batch.global_slots.release()
             try:
-                process = functools.partial(
-                    _process, data, req, self.config, self._pixels, self.targets,
-                    lambda: batch.stopping,
-                )
-                return await self._in_pool(batch, process)
+                return await self._in_pool(batch, functools.partial(self._fresh, data, req, batch))
             finally:
                 batch.cpu_slots.release()
         except _Fail as f:
+            if self.cache is not None and f.reason != "internal":
+                self.cache.put_refusal(url, f.reason, f.detail, transient=f.retry)
             return DownloadFailure(url, f.reason, f.detail, req)
         except ImageRejected as r:
             return DownloadFailure(url, r.reason, r.detail, req)
@@ -307,6 +323,57 @@ class Downloader:
             raise
         except Exception as exc:  # a bug: record it, keep the batch going
             return DownloadFailure(url, "internal", f"{type(exc).__name__}: {exc}", req)
+
+    def _fresh(
+        self, data: bytes, req: DownloadRequest, batch: _Batch
+    ) -> _Prepared | DownloadFailure:
+        """A body just fetched: recorded in the cache (if any), then decoded and guarded."""
+        if self.cache is not None:
+            self.cache.put_body(req.result.image_url, data)
+        return _process(data, req, self.config, self._pixels, self.targets,
+                        lambda: batch.stopping)
+
+    # -- the content cache ------------------------------------------------------------------------
+
+    async def _from_cache(
+        self, batch: _Batch, req: DownloadRequest
+    ) -> _Prepared | DownloadFailure | None:
+        """The cache's answer for ``req``: its recorded refusal, or its recorded body through
+        every guard; a ``replay-miss`` failure when replaying a URL it cannot answer; None when
+        the network is to be asked."""
+        cache = self.cache
+        assert cache is not None
+        url = req.result.image_url
+        entry = cache.lookup(url)  # one small file: read on the loop
+        if isinstance(entry, CachedRefusal):
+            return DownloadFailure(url, entry.reason, entry.detail, req)
+        problem = "no outcome recorded for this URL"
+        if isinstance(entry, CachedBody):
+            await batch.cpu_slots.acquire()
+            try:
+                return await self._in_pool(
+                    batch, functools.partial(self._cached, cache, entry, req, batch))
+            except DamagedBodyError as exc:
+                problem = str(exc)
+            finally:
+                batch.cpu_slots.release()
+        if cache.replaying:
+            return DownloadFailure(url, "replay-miss", f"{problem} (download cache {cache.root})",
+                                   req)
+        return None
+
+    def _cached(
+        self, cache: DownloadCache, entry: CachedBody, req: DownloadRequest, batch: _Batch
+    ) -> _Prepared | DownloadFailure:
+        """A recorded body, read back and checked, under the same guards as a fresh one (in a
+        worker thread); raises :class:`DamagedBodyError`."""
+        data = cache.read_body(entry)
+        if len(data) > self.config.max_bytes:
+            return DownloadFailure(req.result.image_url, "too-large",
+                                   f"cached body of {len(data):,} bytes exceeds "
+                                   f"{self.config.max_bytes:,}", req)
+        return _process(data, req, self.config, self._pixels, self.targets,
+                        lambda: batch.stopping)
 
     async def _in_pool(self, batch: _Batch, fn: Callable[[], _T]) -> _T:
         if batch.executor is None:
@@ -319,6 +386,7 @@ class Downloader:
         """The body of ``url``, with retries. Returns HOLDING a global slot (the caller gives it
         back); raises :class:`_Fail` holding nothing."""
         cfg = self.config
+        assert batch.session is not None, "no session: replaying from the download cache"
         key = (url.host or "", url.port)
         host_slots = batch.host_slots.get(key)
         if host_slots is None:
