@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--licenses", default=None,
                    help="web engines: keep only these licenses, e.g. cc0,pd,by (before download)")
     e.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
-                   help="web engines: answer every search from RUN_DIR's response cache, "
-                        "never online")
+                   help="web engines: answer every search and every image download from "
+                        "RUN_DIR's cache, never online")
     e.add_argument("--init-checkpoint", default=None, help="backbone weights to start from")
     e.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -302,6 +302,7 @@ def _explore(args: argparse.Namespace) -> int:
         target_images=target_pixels, target_hashes=target.dhashes, engine=engine,
         descriptors=make_descriptor_source(cfg.vocabulary), class_concepts=class_concepts,
         allowed=allowed, evaluate=evaluate if eval_labels else None, progress=progress,
+        download_cache=web_engine.download_cache if web_engine is not None else None,
     )
     if args.resume:
         explorer.resume()

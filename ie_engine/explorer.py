@@ -21,6 +21,7 @@ import torch
 
 from ie_engine.checkpoint import load_checkpoint, save_checkpoint
 from ie_engine.config import ExplorerConfig
+from ie_engine.download_cache import DownloadCache
 from ie_engine.errors import Cancelled, CheckpointError
 from ie_engine.fetch_steps import choose_queries, download_all, search_all, uniform_distribution
 from ie_engine.imaging import DedupIndex
@@ -52,7 +53,9 @@ class Explorer:
     ``target_hashes``: their dHashes (the leakage guard). ``concept_embeddings``: (N, D) unit rows
     for ``vocabulary``. ``class_concepts``: in label-set mode, the indices of the class-name
     concepts (queried for ``class_name_query_share`` of each iteration); ``allowed`` restricts the
-    policy to the concepts nearest the class names.
+    policy to the concepts nearest the class names. ``download_cache``: where image downloads are
+    recorded and, in replay, answered from (web engines made by ``make_engine`` carry the one
+    that goes with their response cache: ``engine.download_cache``).
     """
 
     def __init__(
@@ -71,11 +74,13 @@ class Explorer:
         evaluate: EvaluationHook | None = None,
         progress: ProgressSink | None = None,
         should_stop: Callable[[], bool] | None = None,
+        download_cache: DownloadCache | None = None,
     ) -> None:
         self.config = config.validate()
         self.run_dir = run_dir
         self.vocabulary = vocabulary
         self.engine = engine
+        self.download_cache = download_cache
         self.descriptors = descriptors
         self.class_concepts = list(class_concepts or [])
         self.evaluate_hook = evaluate
@@ -176,7 +181,7 @@ class Explorer:
             self._loop, requests, config=cfg.download, run_dir=self.run_dir,
             target_hashes=self.target_hashes, dedup=self.dedup, vocabulary=self.vocabulary,
             iteration=it, first_id=len(self.images), progress=self.progress,
-            should_stop=self.should_stop)
+            should_stop=self.should_stop, cache=self.download_cache)
         self.images += records
         new_ids = [r.id for r in records]
         seconds["download"] = time.perf_counter() - t0

@@ -13,6 +13,7 @@ import numpy as np
 
 from ie_engine.config import DownloadConfig, ExplorerConfig
 from ie_engine.download import Downloader
+from ie_engine.download_cache import DownloadCache
 from ie_engine.errors import SearchError
 from ie_engine.imaging import DedupIndex
 from ie_engine.policy import ConceptPolicy, Distribution
@@ -129,11 +130,13 @@ def download_all(
     first_id: int,
     progress: ProgressSink,
     should_stop: Callable[[], bool],
+    cache: DownloadCache | None = None,
 ) -> tuple[list[ImageRecord], list[Any]]:
     """Fetch, guard, dedup and store under ``run_dir/images``; return the stored images' records
-    (request order, ids from ``first_id`` on) and the failures, each with its reason."""
+    (request order, ids from ``first_id`` on) and the failures, each with its reason. ``cache``:
+    the download cache to record into and answer from (replay: the only source)."""
     downloader = Downloader(config, image_dir=run_dir / "images", target_hashes=target_hashes,
-                            dedup=dedup)
+                            dedup=dedup, cache=cache)
     report = loop.run_until_complete(
         downloader.fetch_all(requests, progress=progress, should_stop=should_stop))
     records: list[ImageRecord] = []

@@ -11,7 +11,9 @@ service at ``settings.search_url``. A run on the web (``web``) gets the engines 
 * each engine's daily quota counted in ``{data_dir}/search-quota`` (shared by every run and
   worker process of this data folder);
 * API keys from the worker's environment, by the variable names the configuration gives;
-* each engine's final health written to ``{run_dir}/engine-health.json`` when it closes.
+* each engine's final health written to ``{run_dir}/engine-health.json`` when it closes;
+* the image download cache beside the response cache (``search-cache/downloads``, same mode),
+  handed to the explorer (:func:`download_cache`): a replay downloads nothing either.
 
 The downloader may also fetch from the hosts of the run's own engines (a self-hosted SearXNG or
 clip-retrieval service on a private network, which may serve the images it proxies).
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit
 from app.settings import Settings
 from app.store.models import Run
 from ie_engine.config import ExplorerConfig
+from ie_engine.download_cache import DownloadCache
 from ie_engine.errors import ConfigError
 from ie_engine.search import HttpSearchEngine
 from ie_engine.search.engines import EnginesConfig, MultiEngine, make_engine
@@ -75,6 +78,12 @@ def allow_engine_hosts(cfg: ExplorerConfig, engine: object) -> ExplorerConfig:
     return replace(cfg, download=replace(cfg.download, allowed_private_hosts=tuple(hosts)))
 
 
+def download_cache(engine: object) -> DownloadCache | None:
+    """The download cache that goes with ``engine``'s response cache (None for the offline
+    web, or with the cache off)."""
+    return engine.download_cache if isinstance(engine, MultiEngine) else None
+
+
 def engine_health(engine: object) -> dict[str, Any] | None:
     """Each web engine's health now (``SpreadHealth.as_dict()``); None for the offline web."""
     if isinstance(engine, MultiEngine):
@@ -82,4 +91,5 @@ def engine_health(engine: object) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["allow_engine_hosts", "engine_health", "search_engine", "web_engine"]
+__all__ = ["allow_engine_hosts", "download_cache", "engine_health", "search_engine",
+           "web_engine"]

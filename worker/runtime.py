@@ -44,7 +44,7 @@ from ie_engine.vocabulary import (
     make_descriptor_source,
     restrict_to_label_set,
 )
-from worker.engines import allow_engine_hosts, engine_health, search_engine
+from worker.engines import allow_engine_hosts, download_cache, engine_health, search_engine
 
 Stamp = tuple[int, int, int]
 """A checkpoint file's (inode, mtime in ns, size): changes whenever it is rewritten."""
@@ -215,6 +215,7 @@ class Runtime:
             target_hashes=target.dhashes, engine=engine,
             descriptors=make_descriptor_source(cfg.vocabulary), class_concepts=class_concepts,
             allowed=allowed, evaluate=evaluate if labels else None,
+            download_cache=download_cache(engine),
         )
         ctx = RunContext(
             run_id=run.id, explorer=explorer, config=cfg, embeddings=embeddings,

@@ -1,9 +1,10 @@
-"""A run's network half replayed from its response cache with the search API gone.
+"""A run's network half replayed from its cache with nothing reachable.
 
 A first explorer fetches an iteration through a web engine (a fake Openverse on 127.0.0.1
-whose results point at an image server, also on 127.0.0.1). Then the search API is stopped and
-a second explorer, same seed, replays: it must choose the same queries, get the same results
-from the cache and store the same images, without a single search request. No training runs.
+whose results point at an image server, also on 127.0.0.1), recording search answers and image
+downloads. Then both servers are stopped and a second explorer, same seed, replays: it must
+choose the same queries, get the same results and store the same images, without a single
+request to either server. No training runs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image
 
 from ie_engine.config import VocabularyConfig, make_config
 from ie_engine.explorer import Explorer
-from ie_engine.search.engines import ReplayMissError, make_engine
+from ie_engine.search.engines import MultiEngine, ReplayMissError, make_engine
 from ie_engine.types import Concept
 from ie_engine.vocabulary import Vocabulary, make_descriptor_source
 
@@ -115,7 +116,7 @@ def servers() -> Iterator[tuple[Served, Served]]:
         s.thread.join(5)
 
 
-def explorer(run_dir: Path, engine: object) -> Explorer:
+def explorer(run_dir: Path, engine: MultiEngine) -> Explorer:
     cfg = make_config("tiny", seed=5, iterations=1,
                       vocabulary=VocabularyConfig(descriptors="none"))
     cfg = replace(cfg, download=replace(cfg.download, allowed_private_hosts=("127.0.0.1",)),
@@ -127,40 +128,67 @@ def explorer(run_dir: Path, engine: object) -> Explorer:
     size = cfg.download.stored_size
     target = rng.integers(0, 255, size=(4, 3, size, size), dtype=np.uint8)
     return Explorer(config=cfg, run_dir=run_dir, vocabulary=vocab, concept_embeddings=emb,
-                    target_images=target, target_hashes=[], engine=engine,  # type: ignore[arg-type]
-                    descriptors=make_descriptor_source(cfg.vocabulary))
+                    target_images=target, target_hashes=[], engine=engine,
+                    descriptors=make_descriptor_source(cfg.vocabulary),
+                    download_cache=engine.download_cache)
 
 
-def test_a_runs_fetch_replays_from_its_cache_with_the_engine_gone(servers, tmp_path):
+def fetched(ex: Explorer) -> tuple[list[tuple[str, str, str, str, str]], list[dict]]:
+    """A fetch's images (query, URL, sha256, license, engine; in order) and its failures."""
+    try:
+        got = ex.fetch()
+        return [(r.query, r.image_url, r.sha256, r.license, r.engine) for r in ex.images], \
+            got.failures
+    finally:
+        ex.close()
+
+
+def test_a_runs_fetch_replays_with_the_engine_and_the_image_hosts_gone(servers, tmp_path):
     api, images = servers
     spec = {"engines": [{"kind": "openverse", "base_url": api.url + "/v1", "page_size": 2,
                          "requests_per_minute": 1e9}], "licenses": ["by"]}
-    first = explorer(tmp_path / "run1", make_engine(
-        spec, env={}, cache_dir=tmp_path / "run1" / "search-cache"))
-    try:
-        recorded = first.fetch()
-        records = [(r.query, r.image_url, r.sha256, r.license, r.engine) for r in first.images]
-    finally:
-        first.close()
+    cache_dir = tmp_path / "run1" / "search-cache"
+    first = explorer(tmp_path / "run1", make_engine(spec, env={}, cache_dir=cache_dir))
+    records, failures = fetched(first)
+    recorded = first.pending
+    assert recorded is not None
     assert len(recorded.queries) == 4 and recorded.n_results == [3, 3, 3, 3]
     assert len(api.hits) == 8  # two pages of two for each query's three results
-    assert records and all(r[3] == "CC BY 4.0" and r[4] == "openverse" for r in records)
+    assert len(images.hits) == 12 and len(records) == 12 and failures == []
+    assert all(r[3] == "CC BY 4.0" and r[4] == "openverse" for r in records)
+    stored = sorted(p.name for p in (tmp_path / "run1" / "images").rglob("*.jpg"))
 
-    api.stop.set()
-    api.thread.join(5)
-    n_api = len(api.hits)
-    engine = make_engine(spec, env={}, cache_dir=tmp_path / "run1" / "search-cache",
-                         cache_mode="replay")
+    for server in (api, images):
+        server.stop.set()
+        server.thread.join(5)
+    n_api, n_images = len(api.hits), len(images.hits)
+
+    engine = make_engine(spec, env={}, cache_dir=cache_dir, cache_mode="replay")
     second = explorer(tmp_path / "run2", engine)
+    again, failures = fetched(second)
+    replayed = second.pending
+    assert replayed is not None
+    assert [q.text for q in replayed.queries] == [q.text for q in recorded.queries]
+    assert replayed.n_results == recorded.n_results
+    assert again == records  # same images, same sha256s, same order
+    assert sorted(p.name for p in (tmp_path / "run2" / "images").rglob("*.jpg")) == stored
+    assert failures == []
+    assert (len(api.hits), len(images.hits)) == (n_api, n_images)  # nothing went out
+    loop = asyncio.new_event_loop()
     try:
-        replayed = second.fetch()
-        again = [(r.query, r.image_url, r.sha256, r.license, r.engine) for r in second.images]
-        assert [q.text for q in replayed.queries] == [q.text for q in recorded.queries]
-        assert replayed.n_results == recorded.n_results
-        assert again == records
-        assert len(api.hits) == n_api
-        assert len(images.hits) == 2 * sum(recorded.n_results)  # downloads still go out
         with pytest.raises(ReplayMissError, match="'bassoon'"):
-            second._loop.run_until_complete(engine.search("bassoon", limit=3))
+            loop.run_until_complete(engine.search("bassoon", limit=3))
     finally:
-        second.close()
+        loop.close()
+
+    # A download the cache does not hold is a failure with its reason, not a request.
+    lost = records[4][1]
+    assert engine.download_cache is not None
+    engine.download_cache.record_path(lost).unlink()
+    third = explorer(tmp_path / "run3", make_engine(spec, env={}, cache_dir=cache_dir,
+                                                    cache_mode="replay"))
+    partial, failures = fetched(third)
+    assert partial == [r for r in records if r[1] != lost]
+    assert [(f["url"], f["reason"]) for f in failures] == [(lost, "replay-miss")]
+    assert "no outcome recorded" in failures[0]["detail"]
+    assert (len(api.hits), len(images.hits)) == (n_api, n_images)

@@ -1,7 +1,7 @@
 """A run launched on a web engine: the worker's fetch goes through the real Openverse adapter to
 a fake Openverse on 127.0.0.1 (answers from the recorded fixtures, image URLs pointing back at
-the same server), keeps the license filter, caches answers in the run folder and records each
-engine's health for the dashboard."""
+the same server), keeps the license filter, caches answers and image downloads in the run folder
+and records each engine's health for the dashboard."""
 
 from __future__ import annotations
 
@@ -143,6 +143,8 @@ def test_a_fetch_on_a_web_engine_keeps_the_filter_caches_and_records_health(
     assert "engines" in kinds
     cache = settings.runs_dir / str(run_id) / "search-cache"
     assert cache.is_dir() and any(cache.rglob("*.json"))
+    bodies = [f for f in (cache / "downloads" / "bodies").rglob("*") if f.is_file()]
+    assert len(bodies) >= len(images)  # each stored image's download, for an offline replay
 
     with logged_in(create_app(settings)) as client:
         panel = html.unescape(client.get(f"/runs/{run_id}/engines").text)

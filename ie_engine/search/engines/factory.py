@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from ie_engine.download_cache import DOWNLOADS_FOLDER, DownloadCache
 from ie_engine.errors import ConfigError
 from ie_engine.search.engines.base import DEFAULT_USER_AGENT, EngineSettings, WebEngine
 from ie_engine.search.engines.brave import BraveImagesEngine
@@ -228,7 +229,11 @@ def make_engine(
     sleep: Sleep = asyncio.sleep,
 ) -> MultiEngine:
     """A search engine over the configured engines (one or several), with the license filter,
-    the response cache and each engine's quota. Arguments override the configuration."""
+    the response cache and each engine's quota. Arguments override the configuration.
+
+    The engine also carries the image download cache that goes with the response cache
+    (``{cache folder}/downloads``, same mode; None when the mode is ``off``) as
+    ``download_cache``, for the explorer: a replay then answers downloads offline too."""
     cfg = config if isinstance(config, EnginesConfig) else EnginesConfig.parse(config)
     if cache_mode is not None:
         cfg = replace(cfg, cache_mode=cache_mode)
@@ -240,6 +245,8 @@ def make_engine(
         raise ConfigError("the response cache needs a folder (cache_dir), or cache_mode 'off'")
     cache = ResponseCache(folder, mode) if folder is not None and mode is not CacheMode.OFF \
         else None
+    downloads = DownloadCache(cache.root / DOWNLOADS_FOLDER, mode.value) if cache is not None \
+        else None
     lic = LicenseFilter.from_names(cfg.licenses)
     quota = Path(cfg.quota_dir) if cfg.quota_dir else None
     engines = [
@@ -248,7 +255,8 @@ def make_engine(
         for s in cfg.engines
     ]
     return MultiEngine(engines, weights=[s.weight for s in cfg.engines], license_filter=lic,
-                       replay=mode is CacheMode.REPLAY, health_path=health_path)
+                       replay=mode is CacheMode.REPLAY, health_path=health_path,
+                       download_cache=downloads)
 
 
 __all__ = [

@@ -12,6 +12,9 @@ is out of quota, :class:`~ie_engine.search.engines.politeness.QuotaExhaustedErro
 run; when they all fail otherwise, the query is empty (a ``SearchError``, as the explorer
 expects). In replay mode no engine touches the network: a query no cache holds raises
 :class:`~ie_engine.search.engines.cache.ReplayMissError`.
+
+``download_cache`` is the image download cache that goes with the engines' response cache (same
+folder, same mode), for the explorer's downloader; the engines themselves never use it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from ie_engine.download_cache import DownloadCache
 from ie_engine.errors import SearchError
 from ie_engine.search.engines.base import WebEngine
 from ie_engine.search.engines.cache import CacheMode, ReplayMissError
@@ -60,6 +64,7 @@ class MultiEngine:
         license_filter: LicenseFilter | None = None,
         replay: bool = False,
         health_path: Path | None = None,
+        download_cache: DownloadCache | None = None,
     ) -> None:
         if not engines:
             raise SearchError("a spread needs at least one engine")
@@ -74,6 +79,7 @@ class MultiEngine:
         self.license_filter = license_filter or LicenseFilter()
         self.replay = replay
         self.health_path = health_path
+        self.download_cache = download_cache
         self.queries = 0
         self.failovers = 0
         self.cached_answers = 0
