@@ -1,6 +1,7 @@
 """Does the image reward tell relevant web images from the rest, before any exploration?
 
     .venv/bin/python benchmarks/reward_separation.py [--sample 2000] [--checkpoint FILE]
+                                                     [--steps N]
 
 The whole method rests on this: a web image's reward (mean cosine similarity to its 15 nearest
 target images, METHOD.md step 5) must rank images of the target's kind above the others, or the
@@ -45,6 +46,8 @@ def main() -> None:
                     default=Path.home() / ".cache" / "internet-explorer")
     ap.add_argument("--sample", type=int, default=2000, help="web images per target")
     ap.add_argument("--checkpoint", type=Path, help="a base model file (default: the cached one)")
+    ap.add_argument("--steps", type=int, default=400,
+                    help="steps of the cached base model (`ie pretrain --steps N`)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     index = CorpusIndex.load(args.data_dir / "corpus")
@@ -53,7 +56,7 @@ def main() -> None:
     held = frozenset().union(*(s.heldout_ids for s in specs.values()))
     base = args.checkpoint or pretrain_base(
         corpus_dir=args.data_dir / "corpus", data_dir=args.data_dir,
-        settings=PretrainSettings(steps=400, num_threads=None), exclude_ids=held)
+        settings=PretrainSettings(steps=args.steps, num_threads=None), exclude_ids=held)
     cfg = arm_config(ArmSettings(), arm="explore", seed=0, init_checkpoint=str(base), host=None)
     size, max_px = cfg.download.stored_size, cfg.download.max_pixels
     nets = {"base model": SSLTrainer(cfg.train, seed=0),

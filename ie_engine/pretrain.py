@@ -6,11 +6,16 @@ on the images of the offline corpus and saves the backbone as an ``init_checkpoi
 (``{"backbone": state_dict, "meta": {...}}``). Every benchmark arm loads it, so the arms differ
 only in what they do after the start.
 
-Cached under ``{data_dir}/pretrain/``: ``base-{key}.pt`` (+ ``.json`` with the settings and
-timings; ``base-{key}.partial.pt`` while it trains, so a killed pretraining resumes), where
-the key hashes the settings, the corpus (creation time and size) and the ids held out of the
-pretraining set. The decoded pixels are cached there too (``pixels-{key}.npy``), so a
-second pretraining with other settings skips the decoding.
+Cached under ``{data_dir}/pretrain/``: ``base-{key}-{steps}.pt`` (+ ``.json`` with the
+settings and timings), where the key hashes the settings but the step count, the corpus
+(creation time and size) and the ids held out of the pretraining set. While it trains,
+``base-{key}-{steps}.partial.pt`` holds the whole trainer state every 25 steps, so a killed
+pretraining resumes; once done, that state is kept as ``base-{key}-{steps}.state.pt``. The
+learning rate is constant, so a longer base is exactly a shorter one trained on: ``ie pretrain
+--steps 1200`` after ``--steps 400`` starts from the 400-step state and trains 800 more steps,
+ending bit-exact where an uninterrupted 1,200-step run would (on CPU). The decoded pixels are
+cached there too (``pixels-{key}.npy``), so a second pretraining with other settings skips the
+decoding.
 
 Held out: the caller passes ``exclude_ids``; the benchmark passes the images of its built-in
 targets, so the base never saw a target image (the loop itself then trains on them, as it must).
@@ -39,7 +44,7 @@ from ie_engine.search.corpus import CorpusIndex, CorpusItem
 from ie_engine.ssl.trainer import SSLTrainer
 from ie_engine.types import ProgressSink
 
-PRETRAIN_FORMAT = 1
+PRETRAIN_FORMAT = 2
 """Bumped when the recipe changes, so old cached bases are not reused."""
 PRETRAIN_PHASE = "pretrain"
 """Progress phase of the base model's training."""
@@ -85,10 +90,11 @@ def _selected_items(
 def pretrain_key(
     settings: PretrainSettings, index: CorpusIndex, exclude_ids: frozenset[str]
 ) -> str:
-    """Cache key of a base model: settings, corpus identity and the held-out ids."""
+    """Cache key of a base model's lineage: its settings but the step count, the corpus
+    identity and the held-out ids (bases of one lineage differ only in their step count)."""
     return _digest({
         "format": PRETRAIN_FORMAT,
-        "settings": asdict(replace(settings, num_threads=None)),
+        "settings": asdict(replace(settings, num_threads=None, steps=0)),
         "corpus": [index.info.created, index.info.count],
         "exclude": _digest(sorted(exclude_ids)),
     })
@@ -166,6 +172,7 @@ def train_resumable(
     steps: int,
     *,
     partial: Path,
+    start: Path | None = None,
     save_every: int = 25,
     progress: ProgressSink | None = None,
     say: Callable[[str], None] | None = None,
@@ -173,20 +180,28 @@ def train_resumable(
     """Train ``trainer`` to ``steps`` optimiser steps in all, saving its whole state (weights,
     optimiser, generator) to ``partial`` every ``save_every`` steps. A training killed at any
     moment resumes from the last save, and ends exactly as an uninterrupted one (the trainer
-    is bit-exact across a resume on CPU). An unreadable or mismatched ``partial`` file is
-    ignored (training starts over). Returns the loss of every step."""
+    is bit-exact across a resume on CPU). Without a usable ``partial``, training begins from
+    ``start`` (a state file of the same form, written by a shorter training of the same
+    lineage) when given, else from step 0. An unreadable or mismatched file is ignored, and one
+    already past ``steps`` is not used. Returns the loss of every step, from step 0."""
     losses: list[float] = []
-    if partial.is_file():
+    for source in (partial, start):
+        if source is None or not source.is_file():
+            continue
         try:
-            state = load_checkpoint(partial)
+            state = load_checkpoint(source)
+            if int(state["trainer"]["step"]) > steps:
+                raise ValueError(f"it is at step {state['trainer']['step']}, past {steps}")
             trainer.load_state_dict(state["trainer"])
             losses = [float(x) for x in state["losses"]]
-            if say is not None:
-                say(f"base model: resuming at step {trainer.global_step} from {partial}")
         except (CheckpointError, KeyError, TypeError, ValueError) as exc:
             if say is not None:
-                say(f"base model: ignoring {partial} ({exc}); starting over")
-            losses = []
+                say(f"base model: ignoring {source} ({exc})")
+            continue
+        if say is not None:
+            verb = "resuming" if source == partial else "continuing"
+            say(f"base model: {verb} at step {trainer.global_step} from {source}")
+        break
     if progress is not None:
         progress.start(PRETRAIN_PHASE, steps)
         progress.advance(PRETRAIN_PHASE, min(trainer.global_step, steps))
@@ -204,6 +219,17 @@ def train_resumable(
     return losses
 
 
+def _state_steps(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1].split(".", 1)[0])
+
+
+def _shorter_states(folder: Path, key: str, steps: int) -> list[Path]:
+    """The saved final states of this lineage's shorter bases, longest first."""
+    found = [p for p in folder.glob(f"base-{key}-*.state.pt")
+             if p.name.rsplit("-", 1)[1].split(".", 1)[0].isdigit()]
+    return sorted((p for p in found if _state_steps(p) < steps), key=_state_steps, reverse=True)
+
+
 def pretrain_base(
     *,
     corpus_dir: Path,
@@ -217,11 +243,12 @@ def pretrain_base(
     index = CorpusIndex.load(corpus_dir)
     key = pretrain_key(settings, index, exclude_ids)
     folder = data_dir / "pretrain"
-    ckpt = folder / f"base-{key}.pt"
+    ckpt = folder / f"base-{key}-{settings.steps}.pt"
     if ckpt.is_file():
         if say is not None:
             say(f"base model: cached {ckpt}")
         return ckpt
+    shorter = _shorter_states(folder, key, settings.steps)
     items = _selected_items(index, settings, exclude_ids)
     t0 = time.perf_counter()
     pixel_key = _digest([index.info.created, settings.stored_size, settings.max_pixels,
@@ -246,8 +273,9 @@ def pretrain_base(
         return data[torch.randint(len(data), (cfg.batch_size,), generator=gen)]
 
     t1 = time.perf_counter()
-    partial = folder / f"base-{key}.partial.pt"
-    losses = train_resumable(trainer, sample, settings.steps, partial=partial,
+    partial = folder / f"base-{key}-{settings.steps}.partial.pt"
+    start = shorter[0] if shorter else None
+    losses = train_resumable(trainer, sample, settings.steps, partial=partial, start=start,
                              progress=progress, say=say)
     meta: dict[str, Any] = {
         "key": key,
@@ -258,6 +286,7 @@ def pretrain_base(
         "corpus_created": index.info.created,
         "decode_seconds": round(decode_s, 1),
         "train_seconds": round(time.perf_counter() - t1, 1),
+        "continued_from_steps": _state_steps(start) if start is not None else None,
         "loss_first": losses[0] if losses else None,
         "loss_last10": float(np.mean(losses[-10:])) if losses else None,
         "arch": cfg.arch,
@@ -268,7 +297,8 @@ def pretrain_base(
     torch.save({"backbone": trainer.backbone_state_dict(), "meta": meta}, tmp)
     os.replace(tmp, ckpt)
     ckpt.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    partial.unlink(missing_ok=True)
+    if partial.is_file():  # its last save is the final state: kept, for a longer base later
+        os.replace(partial, folder / f"base-{key}-{settings.steps}.state.pt")
     if say is not None:
         say(f"base model: saved {ckpt} ({meta['train_seconds']} s, loss "
             f"{meta['loss_first']:.3f} -> {meta['loss_last10']:.3f})")

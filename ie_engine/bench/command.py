@@ -2,7 +2,8 @@
 
     ie pretrain [--steps N] [--max-images N] [--include-targets]
     ie bench [--quick] [--target NAME|DIR [--relevance-map FILE]] [--out DIR] [--seeds N]
-             [--no-scratch] [--base-checkpoint FILE] [--readme README.md] [--report-only]
+             [--no-scratch] [--base-checkpoint FILE] [--base-steps N] [--readme README.md]
+             [--report-only]
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--no-scratch", action="store_true", help="skip the arms from scratch")
     b.add_argument("--base-checkpoint", type=Path, default=None,
                    help="backbone weights every arm starts from (default: `ie pretrain`'s)")
+    b.add_argument("--base-steps", type=int, default=None,
+                   help="steps of `ie pretrain`'s base model the arms start from (default: 400; "
+                        "a longer base continues a shorter cached one)")
     b.add_argument("--keep-runs", action="store_true",
                    help="keep each run's images and checkpoint (large)")
     b.add_argument("--readme", type=Path, default=None,
@@ -119,6 +123,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         max_concepts=args.max_concepts if args.max_concepts is not None else arm.max_concepts,
     )
     plan = replace(plan, arm=arm)
+    if args.base_steps is not None:
+        plan = replace(plan, pretrain=replace(plan.pretrain, steps=args.base_steps))
     if args.no_scratch:
         plan = replace(plan, scratch_arms=(), scratch_seeds=())
     corpus_dir = args.data_dir / "corpus"
