@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
+from app import forms
 from app.deps import FormDep, RunId, SessionDep, SettingsDep
 from app.errors import InvalidInput
 from app.numbers import ID_MAX, whole_number
@@ -56,7 +57,7 @@ def _indices(values: list[str], field: str) -> list[int]:
     return indices
 
 
-@router.post("/vetoes", response_model=None, name="steer_concepts")
+@router.post("/vetoes", response_model=None, name="steer_concepts", openapi_extra=forms.STEER)
 def steer(
     request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId, form: FormDep
 ) -> Response:
@@ -83,7 +84,8 @@ def steer(
     return _done(request, run_id, form, f"{done} {len(vetoes)} concept(s).")
 
 
-@router.post("/concepts", response_model=None, name="add_concept")
+@router.post("/concepts", response_model=None, name="add_concept",
+             openapi_extra=forms.ADD_CONCEPT)
 def add(
     request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId, form: FormDep
 ) -> Response:
@@ -93,7 +95,7 @@ def add(
     return _done(request, run_id, form, f"Asked to add {veto.phrase!r}.")
 
 
-@router.post("/{action}", response_model=None, name="control_run")
+@router.post("/{action}", response_model=None, name="control_run", openapi_extra=forms.CONTROL)
 def control(
     request: Request,
     session: SessionDep,

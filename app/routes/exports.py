@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from app import forms
 from app.deps import ID_MAX, FormDep, RunId, SessionDep, SettingsDep
 from app.services import exports
 from app.store.runs import get_run
@@ -40,7 +41,8 @@ def exports_fragment(request: Request, session: SessionDep, settings: SettingsDe
     return _list(request, session, settings, run_id)
 
 
-@router.post("/runs/{run_id}/exports/{kind}", response_model=None, name="make_export")
+@router.post("/runs/{run_id}/exports/{kind}", response_model=None, name="make_export",
+             openapi_extra=forms.EXPORT)
 def make(request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId,
          kind: exports.ExportKind, form: FormDep) -> Response:
     """Make the ``model``, ``dataset`` (``select``, ``top``, ``license`` fields) or ``report``."""

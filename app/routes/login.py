@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app import forms
 from app.access import SESSION_COOKIE, Access, clear_cookie, end_session, live_session, safe_next
 from app.deps import FormDep, SessionDep
 from app.templating import render
@@ -45,7 +46,7 @@ def login_page(
     return _login_page(request, target)
 
 
-@router.post("/login", response_model=None, name="login_submit")
+@router.post("/login", response_model=None, name="login_submit", openapi_extra=forms.LOGIN)
 def login(request: Request, form: FormDep) -> Response:
     """Check the access token; set the session cookie and go on, or the form again (401)."""
     access: Access = request.app.state.access
@@ -56,7 +57,7 @@ def login(request: Request, form: FormDep) -> Response:
     return _login_page(request, target, "That access token is wrong.")
 
 
-@router.post("/logout", response_model=None, name="logout")
+@router.post("/logout", response_model=None, name="logout", openapi_extra=forms.LOGOUT)
 def logout(request: Request, db: SessionDep) -> Response:
     """End this browser's session: the cookie is cleared here and, recorded as ended, refused
     wherever a copy of it is sent (the access token stays valid)."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app import forms
 from app.deps import ID_MAX, FormDep, RunId, SessionDep, SettingsDep, ViewDep
 from app.errors import InvalidInput
 from app.services import dashboard
@@ -79,7 +80,7 @@ def new_run(
     return _form_page(request, session, values, options)
 
 
-@router.post("/new", response_model=None, name="launch_run")
+@router.post("/new", response_model=None, name="launch_run", openapi_extra=forms.LAUNCH)
 def launch(request: Request, session: SessionDep, settings: SettingsDep, form: FormDep) -> Response:
     """Create and queue a run, then go to its dashboard; the form again (400) when a field is
     unusable."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
+from app import forms
 from app.deps import SessionDep, SettingsDep, UploadId
 from app.services.uploads import accept_upload
 from app.store.models import FileStatus
@@ -21,7 +22,8 @@ def uploads_page(request: Request, session: SessionDep, settings: SettingsDep) -
     return render(request, "pages/uploads.html", context)
 
 
-@router.post("", response_class=HTMLResponse, name="create_upload")
+@router.post("", response_class=HTMLResponse, name="create_upload",
+             openapi_extra=forms.UPLOAD)
 async def create_upload(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> HTMLResponse:

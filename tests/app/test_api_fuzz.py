@@ -5,6 +5,11 @@ Whatever it sends, the app must not fail (no 5xx) and every refusal must be a 4x
 (a message in the page, or ``{"detail": ...}`` when the client asks for JSON). The store holds a
 running run (1) with concepts, an image and an export, and an upload (1), so the generated
 requests reach real rows as well as missing ones.
+
+The routes that change something take forms, which their handlers read and check themselves;
+the schema describes each form's fields (:mod:`app.forms`), so the generated requests carry
+form bodies (URL-encoded; multipart for the upload) with valid and invalid fields. That
+description is checked here against the forms the pages really send.
 """
 
 from __future__ import annotations
@@ -18,16 +23,20 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi import FastAPI
+from fastapi.routing import RouteContext, iter_route_contexts
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure
 
+from app.access import CSRF_FIELD
+from app.forms import MULTIPART, URLENCODED
 from app.main import create_app
 from app.settings import Settings
 from app.store.concepts import upsert_concepts
 from app.store.db import make_engine, make_session_factory, session_scope
 from app.store.images import add_images
+from app.templating import TEMPLATES_DIR
 from tests.app.factories import concept_rows, image_row, make_running_run, write_image
 
 TOKEN = "schemathesis-token-0123456789"
@@ -77,9 +86,13 @@ def a_clear_4xx(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 # The schema depends on the routes only, not on the settings: read once, at collection.
-SCHEMA = schemathesis.openapi.from_dict(
-    create_app(Settings(data_dir=Path("unused"), access_token=SecretStr(TOKEN))).openapi()
-).exclude(path=STREAM)
+SCHEMA_APP = create_app(Settings(data_dir=Path("unused"), access_token=SecretStr(TOKEN)))
+RAW_SCHEMA: dict[str, Any] = SCHEMA_APP.openapi()
+SCHEMA = schemathesis.openapi.from_dict(RAW_SCHEMA).exclude(path=STREAM)
+FORM_ROUTES = {"login_submit": URLENCODED, "logout": URLENCODED, "create_upload": MULTIPART,
+               "launch_run": URLENCODED, "steer_concepts": URLENCODED,
+               "add_concept": URLENCODED, "control_run": URLENCODED, "make_export": URLENCODED}
+"""Every route that takes a POST, and the form it reads."""
 
 
 @SCHEMA.parametrize()
@@ -87,3 +100,58 @@ SCHEMA = schemathesis.openapi.from_dict(
           suppress_health_check=list(HealthCheck))
 def test_no_input_breaks_the_api(case: Any, fuzzed_app: FastAPI) -> None:
     case.call_and_validate(app=fuzzed_app, headers=AUTH, checks=[not_a_server_error, a_clear_4xx])
+
+
+def _routes() -> list[RouteContext]:
+    return [route for route in iter_route_contexts(SCHEMA_APP.routes) if route.methods]
+
+
+def _operation(route_name: str) -> dict[str, Any]:
+    route = next(r for r in _routes() if r.name == route_name)
+    operation: dict[str, Any] = RAW_SCHEMA["paths"][route.path]["post"]
+    return operation
+
+
+def _page_forms() -> dict[str, set[str]]:
+    """The POST forms of the templates: each route's name, and the fields its forms send (the
+    URL's ``csrf_token`` as ``?csrf_token``)."""
+    forms: dict[str, set[str]] = {}
+    for path in TEMPLATES_DIR.rglob("*.html"):
+        for attrs, inner in re.findall(r"<form\b([^>]*)>(.*?)</form>", path.read_text(), re.S):
+            if 'method="post"' not in attrs:
+                continue
+            route = re.search(r"url_for\('(\w+)'", attrs)
+            assert route, f"{path.name}: a form that posts to no route: {attrs[:80]}"
+            fields = set(re.findall(r'\bname="(\w+)"', inner))
+            if "csrf_field(request)" in inner:
+                fields.add(CSRF_FIELD)
+            if f"?{CSRF_FIELD}=" in attrs:
+                fields.add(f"?{CSRF_FIELD}")
+            forms.setdefault(route.group(1), set()).update(fields)
+    return forms
+
+
+def test_every_post_route_describes_its_form() -> None:
+    posts = {r.name for r in _routes() if "POST" in (r.methods or ())}
+    assert posts == set(FORM_ROUTES)
+    for name, media_type in FORM_ROUTES.items():
+        body = _operation(name)["requestBody"]
+        assert list(body["content"]) == [media_type], name
+        assert body["content"][media_type]["schema"]["properties"], name
+    labels = {op.label: [b.media_type for b in op.body]
+              for op in (result.ok() for result in SCHEMA.get_all_operations())
+              if op.method.upper() == "POST"}
+    assert len(labels) == len(FORM_ROUTES)
+    assert all(types in ([URLENCODED], [MULTIPART]) for types in labels.values()), labels
+
+
+def test_the_schema_names_every_field_the_pages_send() -> None:
+    forms = _page_forms()
+    assert set(forms) == set(FORM_ROUTES)
+    for name, fields in forms.items():
+        operation = _operation(name)
+        (content,) = operation["requestBody"]["content"].values()
+        described = set(content["schema"]["properties"]) | {
+            f"?{p['name']}" for p in operation.get("parameters", []) if p["in"] == "query"
+        }
+        assert fields <= described, f"{name}: {sorted(fields - described)} not in the schema"
