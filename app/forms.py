@@ -196,6 +196,11 @@ EXPORT: Final = form_body({
     "select": choice(get_args(Selection), "`dataset`: the kept images, the top N by "
                      "relevance, or every image.", default="kept"),
     "top": whole(1, MAX_TOP, "`dataset` with `top`: N; empty: 500.", blank=True),
-    "license": many(text("A license code of the run's images."),
-                    "`dataset`: keep only images under these licenses; none: every license."),
+    "license": many(text("A license code of the run's images, exactly as stored; empty: the "
+                         "images stored without a license (the \"no license\" box)."),
+                    "`dataset`: keep only images under these licenses (the ticked boxes). "
+                    "None: every license, unless `license_boxes` is sent."),
+    "license_boxes": text("`dataset`: sent (any value) by the dashboard's form when it shows "
+                          "license boxes, so that `license` is the whole filter: with no "
+                          "`license` the answer is a 400 (choose at least one license)."),
 })

@@ -45,12 +45,14 @@ def exports_fragment(request: Request, session: SessionDep, settings: SettingsDe
              openapi_extra=forms.EXPORT)
 def make(request: Request, session: SessionDep, settings: SettingsDep, run_id: RunId,
          kind: exports.ExportKind, form: FormDep) -> Response:
-    """Make the ``model``, ``dataset`` (``select``, ``top``, ``license`` fields) or ``report``."""
+    """Make the ``model``, ``dataset`` (``select``, ``top``, ``license``, ``license_boxes``
+    fields) or ``report``."""
     options = None
     if kind == "dataset":
         options = exports.dataset_options({
             "select": form.get("select"), "top": form.get("top"),
             "license": [v for v in form.getlist("license") if isinstance(v, str)],
+            "license_boxes": "license_boxes" in form,
         })
     path = exports.make_export(session, settings, run_id, kind, options)
     if is_htmx(request):

@@ -168,8 +168,19 @@ def target_hashes(session: Session, settings: Settings, run_id: int) -> list[int
                             size=size, labelled="no").dhashes)
 
 
+NO_LICENSE_CHOSEN: Final = ("license: choose at least one license, or tick them all to "
+                            "export every license")
+
+
 def dataset_options(form: dict[str, Any]) -> DatasetOptions:
-    """Dataset options from the dashboard's form: ``select``, ``top``, ``license`` (a list)."""
+    """Dataset options from the dashboard's form: ``select``, ``top``, ``license`` (a list).
+
+    ``license`` holds the ticked boxes, each exactly as its box says: the "no license" box
+    sends ``""`` and keeps the images stored without a license. ``license_boxes`` (true when
+    the form carries that field, as the dashboard's does whenever it shows boxes) makes those
+    the whole filter, so a form with every box unticked is refused rather than taken as every
+    license; a request with neither field keeps every license.
+    """
     select_value = str(form.get("select") or "kept")
     if select_value not in ("kept", "top", "all"):
         raise InvalidInput(f"select: {select_value[:20]!r} is not kept, top or all")
@@ -178,9 +189,11 @@ def dataset_options(form: dict[str, Any]) -> DatasetOptions:
     top_n = whole_number(top_text, MAX_TOP)
     if top_n is None or top_n < 1:
         raise InvalidInput(f"top: {top_text[:20]!r} is not a number from 1 to {MAX_TOP:,}")
-    licenses = [str(v).strip() for v in form.get("license", []) if str(v).strip()]
-    return DatasetOptions(selection=selection, top_n=top_n,
-                          licenses=frozenset(licenses) if licenses else None, archive=True)
+    licenses = frozenset(str(v) for v in form.get("license") or [])
+    if not licenses and form.get("license_boxes"):
+        raise InvalidInput(NO_LICENSE_CHOSEN)
+    return DatasetOptions(selection=selection, top_n=top_n, licenses=licenses or None,
+                          archive=True)
 
 
 def make_export(session: Session, settings: Settings, run_id: int, kind: ExportKind,

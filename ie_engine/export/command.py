@@ -40,7 +40,8 @@ def add_parsers(sub: Any) -> None:
                    help="kept: the replay buffer (default); top: the --top most relevant")
     d.add_argument("--top", type=int, default=500, help="how many for --select top")
     d.add_argument("--license", action="append", default=None,
-                   help="keep only this license (repeatable), e.g. public-domain")
+                   help="keep only this license (repeatable), e.g. public-domain; "
+                        "'' for the images without a license")
     d.add_argument("--zip", action="store_true", help="write a zip archive instead of a folder")
     with_run("report", "one self-contained HTML page of the run")
     c = xsub.add_parser("compare", help="overlay two or more runs' curves on one page")

@@ -47,7 +47,7 @@ class DatasetOptions:
     selection: Selection = "kept"
     top_n: int = 500
     licenses: frozenset[str] | None = None
-    """Keep only these licenses (None: any)."""
+    """Keep only these licenses (None: any; ``""``: the images without a license)."""
     archive: bool = False
     """Write ``<out>.zip`` instead of a folder."""
     leak_threshold: int = 4
@@ -116,6 +116,14 @@ def _count_table(counter: Counter[str], head: str, limit: int | None = None) -> 
     return lines
 
 
+def _license_filter(licenses: Iterable[str] | None) -> str:
+    """The datasheet's words for the license filter (``""``: images without a license)."""
+    if licenses is None:
+        return "none (every license)"
+    kept = [lic or "no license" for lic in sorted(licenses)]
+    return ", ".join(kept) if kept else "no license chosen (no image)"
+
+
 def datasheet(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """``DATASHEET.md``: what the dataset is, where each part came from, under which terms."""
     licenses: Counter[str] = Counter(r["license"] for r in rows)
@@ -145,7 +153,7 @@ def datasheet(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"- target: {meta.get('target', 'unknown')}",
         f"- run: {meta.get('iterations', '?')} iterations, preset `{meta.get('preset', '?')}`, "
         f"mode `{meta.get('mode', '?')}`, seed {meta.get('seed', '?')}",
-        f"- license filter: {', '.join(sorted(filt)) if filt else 'none (every license)'}",
+        f"- license filter: {_license_filter(filt)}",
         "- one row per image in `manifest.csv` / `manifest.json`: source and page URL, engine, "
         "query, concept, iteration, relevance, license, license URL, creator, attribution, "
         "sha256, dHash and the leakage check against the target",

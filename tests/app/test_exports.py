@@ -10,12 +10,14 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image as PILImage
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.main import create_app
 from app.settings import Settings
@@ -133,6 +135,79 @@ def test_license_filter_keeps_only_the_ticked_licenses(app_runs, client):
         assert f"| {pick} |" in zf.read("DATASHEET.md").decode()
     bad = client.post(f"/runs/{run_id}/exports/dataset", data={"select": "best"})
     assert bad.status_code == 400
+
+
+@contextmanager
+def _half_without_license(factory, run_id: int) -> Iterator[int]:
+    """Every other image of the run (by id) stored without a license, as some web engines
+    return them; the licenses come back afterwards. Yields how many lost theirs."""
+    with factory() as session:
+        before = dict(session.execute(select(Image.id, Image.license).where(
+            Image.run_id == run_id).order_by(Image.id)).all())
+        blanked = list(before)[::2]
+        session.execute(update(Image).where(Image.id.in_(blanked)).values(license=""))
+        session.commit()
+    try:
+        yield len(blanked)
+    finally:
+        with factory() as session:
+            for image_id in blanked:
+                session.execute(update(Image).where(Image.id == image_id)
+                                .values(license=before[image_id]))
+            session.commit()
+
+
+def _license_boxes(client, run_id: int) -> tuple[str, list[str]]:
+    fragment = client.get(f"/runs/{run_id}/exports", headers={"HX-Request": "true"}).text
+    return fragment, re.findall(r'name="license" value="([^"]*)"', fragment)
+
+
+def test_the_no_license_box_alone_exports_exactly_the_unlicensed_images(app_runs, client):
+    run_id = app_runs["run"]
+    with _half_without_license(app_runs["factory"], run_id) as blanked:
+        fragment, boxes = _license_boxes(client, run_id)
+        assert "" in boxes and f"no license ({blanked})" in fragment
+        assert 'name="license_boxes"' in fragment
+        data = _export(client, run_id, "dataset",
+                       {"select": "all", "license_boxes": "1", "license": ""})
+        rows = _zip_json(data, "manifest.json")["images"]
+        with app_runs["factory"]() as session:
+            db = sorted(session.scalars(select(Image).where(Image.run_id == run_id,
+                                                            Image.license == "")),
+                        key=lambda i: (-(i.reward if i.reward is not None else float("-inf")),
+                                       i.sha256))
+        assert len(rows) == len(db) == blanked > 0
+        for row, image in zip(rows, db, strict=True):
+            assert (row["sha256"], row["source_url"], row["iteration"], row["kept"]) == (
+                image.sha256, image.image_url, image.iteration, image.kept)
+            assert (row["license"], row["license_url"]) == ("", "")
+            assert row["relevance"] == pytest.approx(image.reward)
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            assert len([n for n in zf.namelist() if n.startswith("images/")]) == blanked
+            assert "- license filter: no license\n" in zf.read("DATASHEET.md").decode()
+
+        other = next(b for b in boxes if b)
+        rows = _zip_json(_export(client, run_id, "dataset", {
+            "select": "all", "license_boxes": "1", "license": ["", other]}),
+            "manifest.json")["images"]
+        with app_runs["factory"]() as session:
+            both = sorted(session.scalars(select(Image.sha256).where(
+                Image.run_id == run_id, Image.license.in_(["", other]))))
+        assert sorted(r["sha256"] for r in rows) == both
+        assert len(both) > blanked
+
+
+def test_no_box_ticked_is_a_400_and_writes_nothing(app_runs, client):
+    run_id = app_runs["run"]
+    folder = app_runs["settings"].runs_dir / str(run_id) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    for headers in ({}, {"HX-Request": "true"}):
+        refused = client.post(f"/runs/{run_id}/exports/dataset", headers=headers,
+                              data={"select": "all", "top": "500", "license_boxes": "1"})
+        assert refused.status_code == 400
+        assert "choose at least one license, or tick them all" in refused.text
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
 
 def test_model_export_downloads_and_embeds(app_runs, client, tmp_path):
