@@ -3,7 +3,7 @@
     ie explore --target DIR [--iterations N] [--preset cpu-small] [--resume] ...
     ie corpus build [--out DIR]
     ie corpus serve [--corpus DIR] [--port N]
-    ie vocab embed [--concrete-only]      (embed the vocabulary once, ahead of a run)
+    ie vocab embed [--concrete-only] [--roots SYNSETS]  (embed the vocabulary ahead of a run)
     ie pretrain [--steps N]               (the benchmark's base model)
     ie bench [--quick] [--target NAME]    (explore vs random vs target-only vs label-set)
     ie export model|dataset|report|compare  (take-aways of a run folder)
@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--concrete-only", action="store_true", help="physical-entity nouns only")
     e.add_argument("--max-concepts", type=int, default=None,
                    help="use N concepts spread over WordNet (quick trials)")
+    e.add_argument("--roots", default="", metavar="SYNSETS",
+                   help="only nouns under these WordNet synsets, comma-separated "
+                        "(e.g. bird.n.01,fruit.n.01)")
     e.add_argument("--concept", action="append", default=[], help="add a concept (repeatable)")
     e.add_argument("--class-names", default="",
                    help="comma-separated class names: label-set mode")
@@ -83,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     vsub = v.add_subparsers(dest="vocab_command", required=True)
     ve = vsub.add_parser("embed", help="embed the vocabulary once (cached; later runs load it)")
     ve.add_argument("--concrete-only", action="store_true", help="physical-entity nouns only")
+    ve.add_argument("--roots", default="", metavar="SYNSETS",
+                    help="only nouns under these WordNet synsets, comma-separated")
     ve.add_argument("--quiet", action="store_true", help="no progress bar")
 
     c = sub.add_parser("corpus", help="the offline web")
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "vocab":
             info = embed_vocabulary(args.data_dir, concrete_only=args.concrete_only,
-                                    quiet=args.quiet)
+                                    roots=_synsets(args.roots), quiet=args.quiet)
             print(json.dumps(info, indent=1))
             return 0
         if args.command == "corpus" and args.corpus_command == "build":
@@ -156,7 +161,12 @@ def ensure_corpus(out: Path, *, force: bool = False) -> dict[str, Any]:
     return dict(json.loads(marker.read_text()))
 
 
-def embed_vocabulary(data_dir: Path, *, concrete_only: bool = False,
+def _synsets(text: str) -> tuple[str, ...]:
+    """The synset names of a comma-separated flag (blanks and repeats out)."""
+    return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
+def embed_vocabulary(data_dir: Path, *, concrete_only: bool = False, roots: tuple[str, ...] = (),
                      quiet: bool = False) -> dict[str, Any]:
     """Build the WordNet vocabulary and its MiniLM embeddings under ``data_dir`` (cached), so
     that the first run does not spend its first minutes embedding."""
@@ -170,14 +180,16 @@ def embed_vocabulary(data_dir: Path, *, concrete_only: bool = False,
     )
 
     t0 = time.perf_counter()
-    vocab = build_vocabulary(VocabularyConfig(concrete_only=concrete_only), data_dir=data_dir)
+    vocab = build_vocabulary(VocabularyConfig(concrete_only=concrete_only, roots=roots),
+                             data_dir=data_dir)
     embedder = MiniLMEmbedder()
     cache_dir = data_dir / "embeddings"
     path = embedding_cache_path(vocab.texts(), embedder, cache_dir)
     cached = path.exists()
     if not cached:
         _say(f"embedding {len(vocab)} concepts once (cached in {cache_dir}; on two CPU cores "
-             "this takes a quarter of an hour, later loads take a fraction of a second)")
+             "the whole vocabulary takes a quarter of an hour, later loads take a fraction of a "
+             "second)")
     emb = load_or_compute_embeddings(vocab.texts(), embedder, cache_dir,
                                      progress=TqdmProgress(quiet=quiet))
     return {"concepts": len(vocab), "dim": int(emb.shape[1]), "cache": str(path),
@@ -212,6 +224,7 @@ def _explore(args: argparse.Namespace) -> int:
         vocabulary=replace(
             cfg.vocabulary,
             concrete_only=args.concrete_only,
+            roots=_synsets(args.roots),
             max_concepts=args.max_concepts,
             extra_concepts=tuple(args.concept),
             class_names=class_names,

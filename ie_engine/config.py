@@ -20,6 +20,10 @@ class VocabularyConfig:
 
     concrete_only: bool = False
     """Keep only nouns under ``physical_entity.n.01`` (objects, organisms, substances)."""
+    roots: tuple[str, ...] = ()
+    """Keep only nouns under these WordNet synsets (``bird.n.01``, ``fruit.n.01``): a noun
+    stays when its first synset is one of them or one of their hyponyms, transitively. Empty =
+    every noun. Applied before ``max_concepts``; an unknown synset is a :class:`ConfigError`."""
     extra_concepts: tuple[str, ...] = ()
     """Concepts of the user's own, added to WordNet's (embedded as the bare phrase)."""
     class_names: tuple[str, ...] = ()
@@ -236,6 +240,11 @@ class ExplorerConfig:
             raise ConfigError("target_fraction must be in (0, 1]")
         if self.train.amp and self.train.device == "cpu":
             raise ConfigError("amp needs a CUDA device")
+        if self.vocabulary.roots:
+            # The spelling only: whether WordNet has them is checked as the vocabulary is built.
+            from ie_engine.vocabulary.wordnet import check_synset_names
+
+            check_synset_names(self.vocabulary.roots)
         return self
 
 

@@ -29,6 +29,8 @@ from ie_engine.vocabulary.wordnet import (
     load_wordnet_concepts,
     load_wordnet_nouns,
     open_wordnet,
+    resolve_synsets,
+    synsets_under,
 )
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "load_wordnet_nouns",
     "make_descriptor_source",
     "open_wordnet",
+    "resolve_synsets",
     "restrict_to_label_set",
     "spread_indices",
+    "synsets_under",
 ]

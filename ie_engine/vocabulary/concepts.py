@@ -146,19 +146,21 @@ def build_vocabulary(
 ) -> Vocabulary:
     """The vocabulary ``config`` asks for.
 
-    1. WordNet's noun lemmas (only concrete ones when ``config.concrete_only``), read from
-       ``wordnet_dir`` and cached under ``data_dir``;
+    1. WordNet's noun lemmas (only concrete ones when ``config.concrete_only``, only those
+       under the synsets ``config.roots`` when it names some), read from ``wordnet_dir`` and
+       cached under ``data_dir``;
     2. when ``config.max_concepts`` is set, that many of them picked evenly over the whole list
        (:func:`spread_indices` - deterministic, so the same config gives the same concepts);
     3. ``config.extra_concepts`` appended as ``user`` concepts (never cut by ``max_concepts``).
 
     Raises :class:`VocabularyError` when WordNet is missing or the result is empty, and
-    :class:`ConfigError` for a ``max_concepts`` below 1.
+    :class:`ConfigError` for a ``max_concepts`` below 1 or a root WordNet does not have.
     """
     if config.max_concepts is not None and config.max_concepts < 1:
         raise ConfigError("max_concepts must be at least 1 (or None for no limit)")
     concepts = load_wordnet_concepts(
-        data_dir=data_dir, wordnet_dir=wordnet_dir, concrete_only=config.concrete_only
+        data_dir=data_dir, wordnet_dir=wordnet_dir, concrete_only=config.concrete_only,
+        roots=tuple(config.roots),
     )
     vocab = Vocabulary(tuple(concepts))
     if config.max_concepts is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ie_engine.errors import VocabularyError
+from ie_engine.errors import ConfigError, VocabularyError
 from ie_engine.types import Concept
 from ie_engine.vocabulary.cache import atomic_write
 from ie_engine.vocabulary.nltk_wordnet import (
@@ -196,20 +196,139 @@ def load_wordnet_nouns(*, data_dir: Path, wordnet_dir: Path = DEFAULT_WORDNET_DI
     return nouns
 
 
+def _split_synset_name(name: str) -> tuple[str, int] | None:
+    """``("bird", 1)`` for ``"bird.n.01"`` (as NLTK reads a name: case does not matter, the
+    lemma may hold dots); None when ``name`` is not a noun synset's name."""
+    parts = name.strip().lower().rsplit(".", 2)
+    if len(parts) != 3 or not parts[0] or parts[1] != "n" or not parts[2].isascii():
+        return None
+    if not parts[2].isdigit() or int(parts[2]) < 1:
+        return None
+    return parts[0], int(parts[2])
+
+
+def check_synset_names(names: tuple[str, ...] | list[str]) -> None:
+    """Raise :class:`ConfigError` naming every entry of ``names`` that is not spelled like a
+    noun synset's name (``bird.n.01``: lemma, ``n``, sense number). Reads no file."""
+    bad = [name for name in names if _split_synset_name(name) is None]
+    if bad:
+        listed = ", ".join(repr(name[:60]) for name in bad[:5])
+        what = "is not a WordNet noun synset name" if len(bad) == 1 else \
+            "are not WordNet noun synset names"
+        raise ConfigError(f"{listed} {what} (like bird.n.01)")
+
+
+def _noun_index(wordnet_dir: Path, wanted: set[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """``index.noun``: each lemma (lower case, underscores) and the offsets of its synsets, most
+    frequent sense first; only the lemmas in ``wanted`` when given."""
+    index: dict[str, tuple[int, ...]] = {}
+    with (wordnet_dir / "index.noun").open("r", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith(" "):  # the licence header
+                continue
+            lemma, rest = line.split(" ", 1)
+            if wanted is not None and lemma not in wanted:
+                continue
+            tokens = rest.split()
+            count = int(tokens[1])  # after the part of speech: the number of synsets
+            index[lemma] = tuple(int(offset) for offset in tokens[-count:])
+    return index
+
+
+def _hyponym_offsets(data_noun: Path) -> dict[int, list[int]]:
+    """The offsets of each noun synset's hyponyms and instance hyponyms (``~``, ``~i``)."""
+    children: dict[int, list[int]] = {}
+    with data_noun.open("r", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith(" "):
+                continue
+            tokens = line.split("|", 1)[0].split()
+            pos = 4 + 2 * int(tokens[3], 16)
+            count = int(tokens[pos])
+            found = [int(tokens[pos + 2 + 4 * k]) for k in range(count)
+                     if tokens[pos + 1 + 4 * k] in ("~", "~i") and tokens[pos + 3 + 4 * k] == "n"]
+            if found:
+                children[int(tokens[0])] = found
+    return children
+
+
+def resolve_synsets(names: tuple[str, ...] | list[str],
+                    wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> dict[str, int]:
+    """The ``data.noun`` offset of each noun synset named in ``names`` (``bird.n.01``).
+
+    Raises :class:`ConfigError` naming every name that is misspelled or that the installed
+    WordNet does not have, and :class:`VocabularyError` when its files are missing.
+    """
+    check_synset_names(names)
+    check_wordnet_files(wordnet_dir)
+    split = {name: _split_synset_name(name) for name in names}
+    index = _noun_index(wordnet_dir, {lemma for lemma, _ in filter(None, split.values())})
+    found: dict[str, int] = {}
+    unknown: list[str] = []
+    for name, parts in split.items():
+        assert parts is not None  # checked above
+        lemma, sense = parts
+        offsets = index.get(lemma, ())
+        if sense <= len(offsets):
+            found[name] = offsets[sense - 1]
+        else:
+            unknown.append(name)
+    if unknown:
+        listed = ", ".join(repr(name[:60]) for name in unknown[:5])
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(f"WordNet has no noun synset{plural} {listed}")
+    return found
+
+
+def synsets_under(roots: tuple[str, ...] | list[str],
+                  wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> frozenset[str]:
+    """The names of the noun synsets in ``roots`` and of all their hyponyms and instance
+    hyponyms, transitively (``bird.n.01`` gives every bird, down to ``robin.n.01``).
+
+    Read from ``index.noun`` and ``data.noun`` with plain Python (about a second), never through
+    NLTK. Names are written as NLTK writes them: the synset's first lemma in lower case and its
+    sense number in that lemma's ``index.noun`` entry. Raises :class:`ConfigError` for an
+    unknown or misspelled root.
+    """
+    offsets = resolve_synsets(roots, wordnet_dir)
+    children = _hyponym_offsets(wordnet_dir / "data.noun")
+    seen: set[int] = set()
+    stack = list(offsets.values())
+    while stack:
+        offset = stack.pop()
+        if offset not in seen:
+            seen.add(offset)
+            stack.extend(children.get(offset, ()))
+    index = _noun_index(wordnet_dir)
+    names: set[str] = set()
+    for lemma, synsets in index.items():
+        for sense, offset in enumerate(synsets, start=1):
+            if offset in seen:
+                names.add(f"{lemma}.n.{sense:02d}")
+    return frozenset(names)
+
+
 def load_wordnet_concepts(
     *,
     data_dir: Path,
     wordnet_dir: Path = DEFAULT_WORDNET_DIR,
     concrete_only: bool = False,
+    roots: tuple[str, ...] = (),
 ) -> list[Concept]:
     """One :class:`Concept` per distinct WordNet noun lemma, indexed 0..N-1 in WordNet order.
 
     ``concrete_only`` keeps the nouns whose first synset descends from ``physical_entity.n.01``
-    (objects, living things, substances), dropping abstractions such as "happiness".
+    (objects, living things, substances), dropping abstractions such as "happiness". ``roots``
+    (synset names such as ``bird.n.01``), when given, keeps the nouns whose first synset is one
+    of them or descends from one (:func:`synsets_under`); both filters may apply together.
+    Raises :class:`ConfigError` naming an unknown root.
     """
+    under = synsets_under(roots, wordnet_dir) if roots else None  # a bad root fails first
     nouns = load_wordnet_nouns(data_dir=data_dir, wordnet_dir=wordnet_dir)
     rows = zip(nouns.lemmas, nouns.texts, nouns.synsets, nouns.concrete, strict=True)
     kept = [row for row in rows if row[3]] if concrete_only else list(rows)
+    if under is not None:
+        kept = [row for row in kept if row[2].lower() in under]
     return [
         Concept(index=i, lemma=lemma, text=text, source="wordnet", synset=synset)
         for i, (lemma, text, synset, _) in enumerate(kept)
@@ -224,6 +343,7 @@ __all__ = [
     "LEXNAMES",
     "WORDNET_FILES",
     "WordNetNouns",
+    "check_synset_names",
     "check_wordnet_files",
     "install_nltk_wordnet",
     "lexnames_text",
@@ -231,4 +351,6 @@ __all__ = [
     "load_wordnet_nouns",
     "open_wordnet",
     "read_wordnet_nouns",
+    "resolve_synsets",
+    "synsets_under",
 ]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ie_engine.config import VocabularyConfig
+from ie_engine.cli import _parser, _synsets, main
+from ie_engine.config import ExplorerConfig, VocabularyConfig, make_config
 from ie_engine.errors import ConfigError, EmbeddingError, VocabularyError
 from ie_engine.types import Concept, ProgressSink
 from ie_engine.vocabulary import (
@@ -28,8 +31,10 @@ from ie_engine.vocabulary import (
     install_nltk_wordnet,
     load_or_compute_embeddings,
     make_descriptor_source,
+    resolve_synsets,
     restrict_to_label_set,
     spread_indices,
+    synsets_under,
 )
 
 needs_wordnet = pytest.mark.skipif(
@@ -177,6 +182,73 @@ def test_max_concepts_spreads_over_the_whole_vocabulary_then_extras(
     assert small[40] == Concept(40, "garden gnome", "garden gnome", "user", None)
     with pytest.raises(ConfigError):
         build_vocabulary(VocabularyConfig(max_concepts=0), data_dir=data_dir)
+
+
+ROOTS = ("bird.n.01", "fruit.n.01")
+
+
+@needs_wordnet
+def test_roots_keep_only_the_nouns_under_them(data_dir: Path, full_vocab: Vocabulary) -> None:
+    rooted = build_vocabulary(VocabularyConfig(roots=ROOTS), data_dir=data_dir)
+    lemmas = set(rooted.lemmas())
+    assert lemmas < set(full_vocab.lemmas())
+    assert 1_000 < len(rooted) < 3_000
+    assert [c.index for c in rooted] == list(range(len(rooted)))
+    for member in ("bird", "robin", "eagle", "penguin", "fruit", "strawberry", "apple"):
+        assert member in lemmas, member
+        assert _get(rooted, member) == replace(_get(full_vocab, member),
+                                               index=_get(rooted, member).index)
+    # A noun is judged by its first (most frequent) sense: a cardinal is first a bishop.
+    for outsider in ("dog", "carburetor", "happiness", "cardinal", "animal", "tulip"):
+        assert outsider not in lemmas, outsider
+    under = synsets_under(ROOTS)
+    assert {"bird.n.01", "robin.n.01", "robin.n.02", "fruit.n.01"} <= under
+    assert "animal.n.01" not in under and "bird.n.02" not in under  # bird.n.02: the meat
+    assert all(c.synset in under for c in rooted)
+    assert synsets_under(("Bird.N.01",)) == synsets_under(("bird.n.01",))
+
+
+@needs_wordnet
+def test_roots_combine_with_concrete_only_max_concepts_and_extras(
+    data_dir: Path, full_vocab: Vocabulary
+) -> None:
+    rooted = build_vocabulary(VocabularyConfig(roots=ROOTS), data_dir=data_dir)
+    both = build_vocabulary(VocabularyConfig(roots=ROOTS, concrete_only=True), data_dir=data_dir)
+    assert both == rooted  # birds and fruit are physical entities
+    config = VocabularyConfig(roots=ROOTS, max_concepts=30, extra_concepts=("tulip",))
+    small = build_vocabulary(config, data_dir=data_dir)
+    expected = [rooted[int(i)].lemma for i in spread_indices(len(rooted), 30)]
+    assert small.lemmas() == [*expected, "tulip"]
+    assert small[30].source == "user"
+
+
+@needs_wordnet
+def test_an_unknown_or_misspelled_root_is_refused_naming_it(data_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("WordNet has no noun synset 'birb.n.01'")):
+        build_vocabulary(VocabularyConfig(roots=("bird.n.01", "birb.n.01")), data_dir=data_dir)
+    with pytest.raises(ConfigError, match=re.escape("no noun synset 'bird.n.09'")):
+        build_vocabulary(VocabularyConfig(roots=("bird.n.09",)), data_dir=data_dir)
+    with pytest.raises(ConfigError, match="'bird' is not a WordNet noun synset name"):
+        build_vocabulary(VocabularyConfig(roots=("bird",)), data_dir=data_dir)
+    misspelled = re.escape("'fly.v.01', 'x.n.0' are not WordNet noun synset names")
+    with pytest.raises(ConfigError, match=misspelled):
+        resolve_synsets(("fly.v.01", "x.n.0"))
+    # The configuration itself refuses a misspelled name, before any file is read.
+    with pytest.raises(ConfigError, match="'bird' is not"):
+        make_config("tiny", vocabulary=VocabularyConfig(roots=("bird",)))
+    config = make_config("tiny", vocabulary=VocabularyConfig(roots=ROOTS))
+    assert ExplorerConfig.from_dict(config.to_dict()).vocabulary.roots == ROOTS
+
+
+@needs_wordnet
+def test_the_cli_takes_roots_and_names_an_unknown_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _parser().parse_args(["explore", "--target", "t", "--roots", " bird.n.01,fruit.n.01,"])
+    assert _synsets(args.roots) == ROOTS
+    argv = ["--data-dir", str(tmp_path), "vocab", "embed", "--roots", "birb.n.01", "--quiet"]
+    assert main(argv) == 2  # refused before anything is read or embedded
+    assert "WordNet has no noun synset 'birb.n.01'" in capsys.readouterr().err
 
 
 # --- Vocabulary ------------------------------------------------------------------------------
