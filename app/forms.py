@@ -23,7 +23,7 @@ from app.numbers import ID_MAX
 from app.services.engines import LICENSE_CHOICES, OFFLINE, WEB
 from app.services.exports import MAX_TOP
 from app.services.multipart import MAX_FIELD_BYTES
-from app.services.runs import BOUNDS, PRESETS
+from app.services.runs import BOUNDS, MAX_ROOTS, MAX_ROOTS_CHARS, PRESETS
 from app.services.steering import MAX_AT_ONCE, MAX_PHRASE
 from app.services.uploads import ARCHIVE_FIELD, FILES_FIELD
 from ie_engine.export.dataset import Selection
@@ -167,6 +167,9 @@ LAUNCH: Final = form_body({
     "seed": whole(*BOUNDS["seed"], "The random seed; empty: 0.", blank=True),
     "class_names": text("Class names for label-set mode, one per line or comma-separated; "
                         "empty: explore the whole vocabulary."),
+    "roots": text(f"Only concepts under these WordNet noun synsets (`bird.n.01, fruit.n.01`: "
+                  f"at most {MAX_ROOTS}, comma- or space-separated, each one WordNet has); "
+                  "empty: every noun.", max_length=MAX_ROOTS_CHARS),
 }, required=["upload_id"])
 
 STEER: Final = form_body({

@@ -19,6 +19,7 @@ from app.services.engines import (
 )
 from app.services.runs import (
     BOUNDS,
+    MAX_ROOTS_CHARS,
     PRESETS,
     launch_run,
     parse_launch_form,
@@ -60,6 +61,7 @@ def _form_page(
         "license_choices": LICENSE_CHOICES,
         "defaults": defaults,
         "bounds": BOUNDS,
+        "roots_max_chars": MAX_ROOTS_CHARS,
     }
     return render(request, "pages/launch.html", context, status_code=400 if errors else 200)
 

@@ -23,6 +23,7 @@ What the controls do, by the run's status (anything else is a 409, saying what i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, cast
@@ -46,7 +47,8 @@ from app.store.runs import (
 )
 from app.store.uploads import get_upload
 from ie_engine.config import Preset, make_config
-from ie_engine.errors import ConfigError
+from ie_engine.errors import ConfigError, VocabularyError
+from ie_engine.vocabulary.wordnet import resolve_synsets
 
 log = logging.getLogger(__name__)
 S = RunStatus
@@ -61,6 +63,11 @@ BOUNDS: Final = {
     "seed": (0, 2**31 - 1),
 }
 """Smallest and largest value of each whole-number field of the launch form."""
+MAX_ROOTS: Final = 50
+"""The most WordNet synsets the launch form's ``roots`` may name."""
+MAX_ROOTS_CHARS: Final = 2000
+"""The longest ``roots`` field the launch form reads."""
+ROOTS_LABEL: Final = "only concepts under"
 
 
 def enqueue_next(
@@ -107,6 +114,8 @@ class LaunchRequest:
     class_names: tuple[str, ...]
     engines: EngineChoice = field(default_factory=EngineChoice)
     """The web engines and license filter (the offline web by default)."""
+    roots: tuple[str, ...] = ()
+    """WordNet synsets the vocabulary is restricted to (empty: every noun)."""
 
     def config(self) -> dict[str, object]:
         """The run's ``ExplorerConfig.to_dict()``; :class:`InvalidInput` if the engine refuses."""
@@ -124,7 +133,8 @@ class LaunchRequest:
                     cfg.search,
                     results_per_query=self.images_per_query or cfg.search.results_per_query,
                 ),
-                vocabulary=replace(cfg.vocabulary, class_names=self.class_names),
+                vocabulary=replace(cfg.vocabulary, class_names=self.class_names,
+                                   roots=self.roots),
             ).validate()
         except ConfigError as exc:
             raise InvalidInput(f"the engine refuses this configuration: {exc}") from exc
@@ -147,6 +157,26 @@ def _whole_number(form: Mapping[str, str], field: str, errors: list[str]) -> int
         errors.append(f"{label}: {value} is out of range ({low} to {high})")
         return None
     return value
+
+
+def parse_roots(text: str, errors: list[str]) -> tuple[str, ...]:
+    """The WordNet synsets of the launch form's ``roots`` field (comma- or space-separated,
+    repeats out), each checked against the installed WordNet; a problem goes to errors."""
+    if len(text) > MAX_ROOTS_CHARS:
+        errors.append(f"{ROOTS_LABEL}: at most {MAX_ROOTS_CHARS:,} characters")
+        return ()
+    # Names are read as NLTK reads them, case aside: "Bird.n.01" is bird.n.01.
+    roots = tuple(dict.fromkeys(name.lower() for name in re.split(r"[,\s]+", text) if name))
+    if len(roots) > MAX_ROOTS:
+        errors.append(f"{ROOTS_LABEL}: at most {MAX_ROOTS} synsets")
+        return ()
+    if roots:
+        try:
+            resolve_synsets(roots)
+        except (ConfigError, VocabularyError) as exc:
+            errors.append(f"{ROOTS_LABEL}: {exc}")
+            return ()
+    return roots
 
 
 def parse_launch_form(
@@ -176,6 +206,7 @@ def parse_launch_form(
     queries = _whole_number(form, "queries_per_iteration", errors)
     per_query = _whole_number(form, "images_per_query", errors)
     seed = _whole_number(form, "seed", errors)
+    roots = parse_roots(form.get("roots", ""), errors)
     if errors:
         raise InvalidInput("the run was not launched: fix the fields below", details=errors)
     assert upload_id is not None
@@ -190,6 +221,7 @@ def parse_launch_form(
         seed=seed or 0,
         class_names=tuple(parse_class_names(form.get("class_names", ""))),
         engines=engines,
+        roots=roots,
     )
 
 

@@ -17,6 +17,7 @@ from app.store.db import make_session_factory, session_scope
 from app.store.events import events_after
 from app.store.models import Run, RunStatus
 from ie_engine.config import ExplorerConfig, make_config
+from ie_engine.vocabulary import DEFAULT_WORDNET_DIR
 from tests.app.auth import logged_in
 from tests.app.factories import make_upload
 
@@ -126,6 +127,46 @@ def test_unusable_fields_are_a_400_that_says_which(
     text = html.unescape(reply.text)
     assert "the run was not launched" in text and message in text
     assert 'data-testid="launch-form"' in reply.text  # the form again, to fix
+    assert _runs(engine) == []
+
+
+needs_wordnet = pytest.mark.skipif(
+    not (DEFAULT_WORDNET_DIR / "index.noun").is_file(),
+    reason="apt-get install wordnet-base wordnet-sense-index",
+)
+
+
+@needs_wordnet
+def test_roots_restrict_the_vocabulary_to_known_synsets(client: TestClient, engine: Engine) -> None:
+    upload_id = _upload(engine)
+    assert 'name="roots"' in client.get("/runs/new").text
+    form = {"upload_id": str(upload_id), "roots": " bird.n.01, Fruit.n.01\nbird.n.01 ,"}
+    reply = client.post("/runs/new", data=form, follow_redirects=False)
+    assert reply.status_code == 303
+    (run,) = _runs(engine)
+    config = ExplorerConfig.from_dict(run.config)
+    assert config.vocabulary.roots == ("bird.n.01", "fruit.n.01")
+
+
+@needs_wordnet
+@pytest.mark.parametrize(
+    ("roots", "message"),
+    [
+        ("bird.n.01, birb.n.01", "only concepts under: WordNet has no noun synset 'birb.n.01'"),
+        ("bird.n.99", "WordNet has no noun synset 'bird.n.99'"),
+        ("bird", "only concepts under: 'bird' is not a WordNet noun synset name (like bird.n.01)"),
+        ("fly.v.01", "'fly.v.01' is not a WordNet noun synset name"),
+        ("bird.n.01," * 300, "only concepts under: at most 2,000 characters"),
+        (" ".join(f"bird.n.{i:02d}" for i in range(1, 60)), "only concepts under: at most 50"),
+    ],
+)
+def test_unusable_roots_are_a_400_that_names_them(
+    client: TestClient, engine: Engine, roots: str, message: str
+) -> None:
+    reply = client.post("/runs/new", data={"upload_id": str(_upload(engine)), "roots": roots})
+    assert reply.status_code == 400
+    text = html.unescape(reply.text)
+    assert "the run was not launched" in text and message in text
     assert _runs(engine) == []
 
 
