@@ -13,6 +13,7 @@ from ie_engine.policy.gp import (
     default_kernel,
     fit_gp,
     fit_predict_ridge,
+    nearest_neighbour_distance,
     predict_gp,
 )
 from ie_engine.policy.sampler import concept_distribution, sample_concepts
@@ -48,6 +49,7 @@ class ConceptPolicy:
         self.allowed_mask: np.ndarray | None = None  # label-set restriction, (N,) bool
         self._kernel: Any = None  # the last fitted GP kernel: the next fit starts from it
         self._kernel_n = 0  # how many live observed concepts it was fitted on
+        self._min_length: float | None = None  # the length-scale floor, once computed
 
     # ------------------------------------------------------------------ observations and vetoes
     def observe(self, concept_indices: list[int], rewards: list[float]) -> None:
@@ -131,7 +133,8 @@ class ConceptPolicy:
         grown = max(self._kernel_n * (1.0 + self.config.gp_refit_growth), self._kernel_n + 1)
         refit = self._kernel is None or (n_live >= grown and negatives)
         gp = fit_gp(x_train, y, noise=self.config.gp_noise, seed=self.seed, init=self._kernel,
-                    fit_rows=np.flatnonzero(real), fixed=None if refit else self._kernel)
+                    fit_rows=np.flatnonzero(real), fixed=None if refit else self._kernel,
+                    min_length=self.min_length_scale())
         if refit and negatives:
             self._kernel, self._kernel_n = gp.kernel, n_live
         pred = predict_gp(
@@ -139,6 +142,17 @@ class ConceptPolicy:
             seed=self.seed,
         )
         return pred, "gp"
+
+    def min_length_scale(self) -> float:
+        """The lower bound of the GP's fitted RBF length-scale: ``gp_min_length_scale``, or
+        when that is None, the median distance from a concept to its nearest neighbour in the
+        vocabulary (computed once). Below it a concept's reward says nothing about any other
+        concept, and the GP predicts its prior for everything unqueried."""
+        if self._min_length is None:
+            floor = self.config.gp_min_length_scale
+            self._min_length = float(floor) if floor is not None else (
+                nearest_neighbour_distance(np.asarray(self.embeddings), seed=self.seed))
+        return self._min_length
 
     def distribution(self, *, negatives: bool = True) -> Distribution:
         """The current sampling distribution (vetoed and restricted concepts at zero).
@@ -180,6 +194,11 @@ class ConceptPolicy:
         if allowed is not None:
             self.restrict(np.asarray(allowed, dtype=np.int64))
         theta = state.get("gp_theta")  # absent in checkpoints of earlier versions: refitted
-        self._kernel = (None if theta is None else default_kernel(self.config.gp_noise)
-                        .clone_with_theta(np.asarray(theta, dtype=np.float64)))
+        if theta is None:
+            self._kernel = None
+        else:  # within the bounds (a checkpoint of a version without the floor may be below)
+            template = default_kernel(self.config.gp_noise, self.min_length_scale())
+            bounds = template.bounds
+            self._kernel = template.clone_with_theta(
+                np.clip(np.asarray(theta, dtype=np.float64), bounds[:, 0], bounds[:, 1]))
         self._kernel_n = int(state.get("gp_fitted_on", 0)) if theta is not None else 0

@@ -79,10 +79,32 @@ def _cholesky(k: torch.Tensor) -> torch.Tensor:
     raise np.linalg.LinAlgError("GP kernel matrix is not positive definite")
 
 
-def default_kernel(noise: float) -> Kernel:
-    """``C * RBF + White``, the GP's kernel before any fit (and the template of a saved one)."""
-    return ConstantKernel(1.0, (1e-3, 1e3)) * RBF(1.0, (1e-2, 1e2)) + WhiteKernel(
+def default_kernel(noise: float, min_length: float = 1e-2) -> Kernel:
+    """``C * RBF + White``, the GP's kernel before any fit (and the template of a saved one).
+    The RBF length-scale is fitted within ``[min_length, 100]``."""
+    low = min(max(min_length, 1e-2), 10.0)
+    return ConstantKernel(1.0, (1e-3, 1e3)) * RBF(max(1.0, low), (low, 1e2)) + WhiteKernel(
         noise, (1e-6, 1e1))
+
+
+def nearest_neighbour_distance(x: np.ndarray, *, sample: int = 512, seed: int = 0) -> float:
+    """Median Euclidean distance from a concept to its nearest other concept, over a seeded
+    sample of ``sample`` rows of ``x`` (N, D) against all of ``x`` (chunked)."""
+    n = len(x)
+    if n < 2:
+        return 0.0
+    pick = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
+    xt = torch.from_numpy(np.require(x, np.float32, ["C", "W"]))
+    q = xt[torch.from_numpy(pick)]
+    best = torch.full((len(pick),), float("inf"))
+    sq_q = (q * q).sum(1)
+    for start in range(0, n, _CHUNK):
+        chunk = xt[start:start + _CHUNK]
+        d2 = sq_q[:, None] + (chunk * chunk).sum(1)[None, :] - 2.0 * (q @ chunk.T)
+        own = torch.from_numpy(pick)[:, None] == torch.arange(start, start + len(chunk))[None]
+        d2 = d2.masked_fill(own, float("inf"))
+        best = torch.minimum(best, d2.min(1).values)
+    return float(np.median(torch.sqrt(best.clamp_min(0.0)).numpy()))
 
 
 def fit_gp(
@@ -95,6 +117,7 @@ def fit_gp(
     init: Kernel | None = None,
     fit_rows: np.ndarray | None = None,
     fixed: Kernel | None = None,
+    min_length: float = 1e-2,
 ) -> FittedGP:
     """Fit an RBF GP on observed concepts ``x`` (n, D) with rewards ``y`` (n,).
 
@@ -113,9 +136,10 @@ def fit_gp(
     scale of the rewards); all rows by default. The others are conditioned on but change
     neither: a vetoed concept's pseudo-observation is meant to pull its neighbours down, not to
     rescale every concept's uncertainty. ``fixed``: hyper-parameters to use as they are (the
-    optimiser is skipped).
+    optimiser is skipped). ``min_length``: the lower bound of the fitted RBF length-scale (with
+    ``init``, its bounds apply as they are).
     """
-    kernel = init if init is not None else default_kernel(noise)
+    kernel = init if init is not None else default_kernel(noise, min_length)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     rows = np.arange(len(y64)) if fit_rows is None else np.asarray(fit_rows, dtype=np.int64)
     if fixed is not None:

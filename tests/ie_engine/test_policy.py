@@ -15,6 +15,7 @@ from ie_engine.policy import (
     scaled_tier_sizes,
     softmax_range,
 )
+from ie_engine.policy.gp import nearest_neighbour_distance
 
 
 def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
@@ -310,3 +311,54 @@ def test_tied_scores_fill_the_top_tier_at_random_not_in_vocabulary_order():
     # In vocabulary order the tied concepts would fill it from index 1 on.
     assert np.median(top) > 300, top
     np.testing.assert_array_equal(top_tier(), top)  # seeded
+
+
+def test_nearest_neighbour_distance_matches_brute_force():
+    x = unit_rows(900, 12, 4)
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    assert nearest_neighbour_distance(x, sample=900) == pytest.approx(
+        float(np.median(d.min(1))), rel=1e-4)
+    rows = np.random.default_rng(0).choice(900, 100, replace=False)
+    sampled = nearest_neighbour_distance(x, sample=100, seed=0)
+    assert sampled == pytest.approx(float(np.median(d[np.sort(rows)].min(1))), rel=1e-4)
+
+
+def test_the_fitted_length_scale_never_falls_below_the_floor():
+    """Rewards that are pure noise over the embeddings: unbounded, the marginal likelihood
+    takes a length-scale far below the concepts' spacing; the floor holds it there."""
+    x = unit_rows(400, 16, 5)
+    obs = np.arange(0, 400, 10)
+    y = np.random.default_rng(6).normal(size=obs.size)
+    free = fit_gp(x[obs], y, noise=1e-2, seed=0)
+    floor = nearest_neighbour_distance(x)
+    held = fit_gp(x[obs], y, noise=1e-2, seed=0, min_length=floor)
+    assert free.length < floor
+    assert held.length >= floor * (1 - 1e-9)
+
+
+def test_the_policy_floor_is_the_vocabularys_neighbour_spacing_and_survives_a_reload():
+    x = unit_rows(500, 16, 7)
+    policy = ConceptPolicy(x, PolicyConfig(queries_per_iteration=8), seed=0)
+    assert policy.min_length_scale() == pytest.approx(nearest_neighbour_distance(x))
+    obs = list(range(0, 500, 12))
+    policy.observe(obs, list(np.random.default_rng(8).normal(size=len(obs))))
+    policy.distribution()
+    assert policy.state_dict()["gp_theta"][1] >= np.log(policy.min_length_scale()) - 1e-9
+    # A checkpoint of a version without the floor, its length-scale below it: loaded clipped.
+    state = policy.state_dict()
+    state["gp_theta"][1] = float(np.log(0.01))
+    again = ConceptPolicy(x, PolicyConfig(queries_per_iteration=8), seed=0)
+    again.load_state_dict(state)
+    assert again.state_dict()["gp_theta"][1] == pytest.approx(np.log(again.min_length_scale()))
+    fixed = ConceptPolicy(x, PolicyConfig(queries_per_iteration=8, gp_min_length_scale=0.3))
+    assert fixed.min_length_scale() == 0.3
+
+
+@pytest.mark.parametrize("floor", [0.0, -1.0, 11.0])
+def test_an_impossible_length_scale_floor_is_refused(floor):
+    from ie_engine.config import make_config
+    from ie_engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gp_min_length_scale"):
+        make_config(policy=PolicyConfig(gp_min_length_scale=floor))
