@@ -151,6 +151,14 @@ class Settings(BaseSettings):
         description="Worker: how often a running task reads the run's status to notice a "
         "cancel (a training loop stops within about this long).",
     )
+    disk_reserve_mb: int = Field(
+        default=32,
+        ge=0,
+        description="Worker: size of the disk reserve, a file (``{data_dir}/disk-reserve``) "
+        "deleted when the disk fills so that the run's pause and its reason can still be "
+        "written, and made again before the next step when the disk has room for it twice "
+        "over (a step that finds no such room pauses the run at once). 0 = none.",
+    )
     max_upload_bytes: int = Field(
         default=2 * 1024**3,
         gt=0,

@@ -7,6 +7,7 @@ process builds what it needs on first use (so CUDA, if any, is touched only afte
 * the store's engine and session factory;
 * the text embedder (MiniLM) and, per vocabulary configuration, the vocabulary and its
   embeddings (cached on disk under ``{data_dir}/embeddings``, memory-mapped);
+* the disk reserve (:class:`~worker.disk.DiskReserve`) in the data folder;
 * one :class:`RunContext` per run it has worked on: the :class:`~ie_engine.explorer.Explorer`
   with its target and evaluation data. A context is reloaded from the run's checkpoint when the
   checkpoint changed since this process last saved or read it (another worker advanced the run).
@@ -44,6 +45,7 @@ from ie_engine.vocabulary import (
     make_descriptor_source,
     restrict_to_label_set,
 )
+from worker.disk import MIB, DiskReserve
 from worker.engines import allow_engine_hosts, download_cache, engine_health, search_engine
 
 Stamp = tuple[int, int, int]
@@ -113,6 +115,7 @@ class Runtime:
         self._embedder: MiniLMEmbedder | None = None
         self._vocabularies: dict[VocabularyConfig, tuple[Vocabulary, np.ndarray]] = {}
         self._runs: dict[int, RunContext] = {}
+        self.reserve = DiskReserve(settings.data_dir, settings.disk_reserve_mb * MIB)
 
     # ---------------------------------------------------------------- shared state
     @property

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from ie_engine.explorer import Explorer, IterationSummary
 from ie_engine.plots import plot_curves, plot_top_concepts
 from ie_engine.policy import Distribution
 from worker.celery_app import FETCH_TASK, LEARN_TASK, celery_for
+from worker.disk import disk_full
 from worker.lease import Renewer, lease_seconds, new_token, release, take
 from worker.persist import (
     concept_figures,
@@ -443,11 +445,36 @@ def fail(runtime: Runtime, run_id: int, message: str) -> None:
         _commit(runtime, session, run_id)
 
 
+PAUSE_RETRY_MAX_SECONDS: Final = 30.0
+"""Longest wait between two tries of recording a pause that the full disk refused."""
+
+
 def out_of_space(runtime: Runtime, run_id: int, message: str) -> None:
     """The disk is full: pause run ``run_id`` with ``message`` as its error (shown on its page)
     and an ``error`` event; its last checkpoint stays, and "resume" goes on from it once
-    there is room. The half-done state in memory is dropped."""
+    there is room. The half-done state in memory is dropped.
+
+    When the store refuses the pause because the disk is still full (SQLite on the same disk:
+    "database or disk is full"), it is tried again after 1 s, 2 s, 4 s, ... (at most
+    :data:`PAUSE_RETRY_MAX_SECONDS` apart), with a warning each time, until it is recorded:
+    the run never stays ``running`` without its reason."""
     runtime.forget(run_id)
+    delay = 1.0
+    while True:
+        try:
+            _record_pause(runtime, run_id, message)
+            return
+        except SQLAlchemyError as exc:
+            if not disk_full(exc):
+                raise
+            log.warning("run %s: the disk is still full, its pause is not recorded yet (%s); "
+                        "trying again in %.0f s: free some space", run_id,
+                        getattr(exc, "orig", exc), delay)
+        time.sleep(delay)
+        delay = min(2 * delay, PAUSE_RETRY_MAX_SECONDS)
+
+
+def _record_pause(runtime: Runtime, run_id: int, message: str) -> None:
     with runtime.factory() as session:
         run = get_run(session, run_id)
         status = S(run.status)

@@ -11,8 +11,10 @@ The one retry policy of the worker, and the one place its errors are mapped:
 * another worker holds the run's lease (:class:`~worker.lease.Held`: a second delivery of a
   message whose first is still at work): the message is sent again for when the lease runs
   out, without counting as a retry; the work is then found done and repeated not;
-* the disk is full (``ENOSPC``, ``EDQUOT``): the run is ``paused`` with the reason as its error,
-  to be resumed from its last checkpoint once there is room;
+* the disk is full (``ENOSPC``, ``EDQUOT``, or SQLite's "database or disk is full"; also a step
+  that finds the disk reserve gone and no room to make it again, :mod:`worker.disk`): the
+  reserve is deleted and the run ``paused`` with the reason as its error, to be resumed from
+  its last checkpoint once there is room (the pause waits for room if the store refuses it);
 * the engine honoured a cancel (:class:`~ie_engine.errors.Cancelled`): the run is ``cancelled``;
 * any other engine error (:class:`~ie_engine.errors.ExplorerError`): the run is ``failed`` with
   the engine's message and an ``error`` event;
@@ -24,9 +26,8 @@ lost while the broker was down is picked up when a worker starts).
 
 from __future__ import annotations
 
-import errno
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from celery import Task
 from celery.signals import worker_ready
@@ -35,7 +36,12 @@ from sqlalchemy.exc import OperationalError as StoreError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.settings import get_settings
+from app.store.db import normalise_url
 from worker.celery_app import FETCH_TASK, LEARN_TASK, app
+from worker.disk import disk_full
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,6 @@ MAX_RETRIES: Final = 5
 """Retries of a step whose store or broker could not be reached."""
 TRANSIENT: Final = (StoreError, BrokerError, ConnectionError)
 """Errors worth a retry: the work itself did not fail."""
-NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
-"""``OSError`` numbers that mean the disk (or the user's quota) is full."""
 
 
 def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
@@ -57,6 +61,7 @@ def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
     runtime = get_runtime()
     call = steps.fetch_step if step == "fetch" else steps.learn_step
     try:
+        runtime.reserve.ensure()
         outcome = call(runtime, run_id, iteration)
     except Held as exc:
         log.info("run %s %s(%s): %s; again later", run_id, step, iteration, exc)
@@ -64,6 +69,8 @@ def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
             task.name, args=[run_id, iteration], countdown=exc.retry_in + 0.5)
         return "held by another worker"
     except TRANSIENT as exc:
+        if disk_full(exc):  # SQLite on a full disk
+            return _paused_full(runtime, run_id, step, exc)
         runtime.forget(run_id)
         if task.request.retries >= MAX_RETRIES:
             steps.fail(runtime, run_id, f"{step}: the store or the broker stayed unreachable: "
@@ -74,15 +81,11 @@ def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
         steps.cancelled(runtime, run_id)
         return "cancelled"
     except OSError as exc:
-        if exc.errno not in NO_SPACE:
+        if not disk_full(exc):
             log.exception("run %s: unexpected error in %s", run_id, step)
             steps.fail(runtime, run_id, f"{step}: internal error: {type(exc).__name__}: {exc}")
             return "failed"
-        log.warning("run %s paused in %s: %s", run_id, step, exc)
-        where = f" ({exc.filename})" if exc.filename else ""
-        steps.out_of_space(runtime, run_id, f"paused: the disk is full{where} during {step}; "
-                                            "free some space, then resume the run")
-        return "paused: disk full"
+        return _paused_full(runtime, run_id, step, exc)
     except ExplorerError as exc:
         log.warning("run %s failed in %s: %s", run_id, step, exc)
         steps.fail(runtime, run_id, f"{step}: {exc}")
@@ -93,6 +96,21 @@ def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
         return "failed"
     log.info("run %s %s(%s): %s", run_id, step, iteration, outcome.action)
     return outcome.action
+
+
+def _paused_full(runtime: Runtime, run_id: int, step: str, exc: Exception) -> str:
+    """The disk is full: free the reserve, then pause the run with the reason."""
+    from worker import steps
+
+    log.warning("run %s paused in %s, the disk is full: %s", run_id, step, exc)
+    runtime.reserve.release()
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+    else:
+        where = f" ({normalise_url(runtime.settings.database_url).database or 'the store'})"
+    steps.out_of_space(runtime, run_id, f"paused: the disk is full{where} during {step}; "
+                                        "free some space, then resume the run")
+    return "paused: disk full"
 
 
 @app.task(name=FETCH_TASK, bind=True, max_retries=MAX_RETRIES)
