@@ -42,7 +42,9 @@ def add_parsers(sub: Any) -> None:
                    help="output folder (default: runs/bench, or runs/bench-quick)")
     b.add_argument("--seeds", type=int, default=None, help="seeds per target (0..N-1)")
     b.add_argument("--iterations", type=int, default=None)
-    b.add_argument("--steps", type=int, default=None, help="training steps per iteration")
+    b.add_argument("--steps", type=int, default=None,
+                   help="training steps per iteration (0: the base model stays frozen, so the "
+                        "arms differ only in what the policy queries)")
     b.add_argument("--queries", type=int, default=None, help="queries per iteration (M)")
     b.add_argument("--per-query", type=int, default=None, help="results kept per query (Q)")
     b.add_argument("--max-concepts", type=int, default=None,
@@ -117,7 +119,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     arm = replace(
         arm,
         iterations=args.iterations or arm.iterations,
-        steps=args.steps or arm.steps,
+        steps=args.steps if args.steps is not None else arm.steps,
         queries=args.queries or arm.queries,
         per_query=args.per_query or arm.per_query,
         max_concepts=args.max_concepts if args.max_concepts is not None else arm.max_concepts,
