@@ -11,6 +11,15 @@ the reward's AUROC for relevant against other web images (0.5 = no better than c
 feature spaces: the cached base model (``ie pretrain``; or ``--checkpoint``), the same network
 with random weights, and 16 x 16 average-pooled pixels (a floor any learned feature should
 beat). Needs ``ie corpus build`` and the base model; prints a JSON object.
+
+``--concepts N`` also measures what the policy sees: for N concepts drawn (seeded) from the whole
+WordNet vocabulary, each lemma is searched in the offline web as the benchmark's queries are
+(its 20 best results), and the concept's reward is the mean of its top 10 image rewards
+(METHOD.md step 5) in the base model's features. Reported per target: the AUROC of that reward
+for concepts whose results are mostly relevant (at least half) against the others, its Spearman
+correlation with the concepts' relevant share, and the relevant share of the 10% of concepts
+the reward ranks highest against that of all of them (what a policy that knew every concept's
+reward exactly would gain over random here).
 """
 
 from __future__ import annotations
@@ -23,10 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from ie_engine.bench.arms import ArmSettings, arm_config
-from ie_engine.bench.targets import BUILTIN_TARGETS, build_builtin_target, relevant_classes
+from ie_engine.bench.targets import (
+    BUILTIN_TARGETS,
+    BenchTarget,
+    build_builtin_target,
+    relevant_classes,
+)
+from ie_engine.config import VocabularyConfig
 from ie_engine.image_decode import ImageRejected, decode_normalised
 from ie_engine.imaging import to_uint8_tensor_batch
 from ie_engine.pretrain import PretrainSettings, pretrain_base
@@ -34,10 +50,63 @@ from ie_engine.reward import image_rewards
 from ie_engine.search import CorpusIndex
 from ie_engine.ssl import SSLTrainer
 from ie_engine.target import load_target
+from ie_engine.vocabulary import MiniLMEmbedder, build_vocabulary
 
 
 def pixels16(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(F.adaptive_avg_pool2d(x.float(), 16).flatten(1), dim=1)
+
+
+def concept_separation(
+    index: CorpusIndex,
+    spec: BenchTarget,
+    net: SSLTrainer,
+    target: torch.Tensor,
+    lemmas: list[str],
+    *,
+    size: int,
+    max_pixels: int,
+    per_query: int = 20,
+    top: int = 10,
+) -> dict[str, object]:
+    """Concept-level separation of the reward (see the module docstring)."""
+    vecs = np.asarray(MiniLMEmbedder().embed(lemmas), dtype=np.float32)
+    hits = [[it for it, _score in index.search(v, per_query)] for v in vecs]
+    items = {it.id: it for row in hits for it in row}
+    arrays, ids = [], []
+    for item_id, item in items.items():
+        try:
+            img = decode_normalised(Path(item.path).read_bytes(), max_pixels=max_pixels,
+                                    size=size)[0]
+        except (OSError, ImageRejected):
+            continue
+        arrays.append(np.asarray(img, dtype=np.uint8))
+        ids.append(item_id)
+    web = torch.from_numpy(to_uint8_tensor_batch(arrays, size))
+    reward = dict(zip(ids, image_rewards(net.embed(web), net.embed(target), k=15).tolist(),
+                      strict=True))
+    rewards, shares = [], []
+    for row in hits:
+        got = [it for it in row if it.id in reward]
+        if not got:
+            continue
+        best = sorted((reward[it.id] for it in got), reverse=True)[:top]
+        rewards.append(float(np.mean(best)))
+        shares.append(float(np.mean([
+            bool(relevant_classes(it.category, it.also_in, spec.relevance)) for it in got])))
+    r, y = np.array(rewards), np.array(shares)
+    order = np.argsort(-r)
+    top_share = float(y[order[: max(1, len(r) // 10)]].mean())
+    mostly = y >= 0.5
+    return {
+        "concepts": len(r),
+        "mostly_relevant": int(mostly.sum()),
+        "concept_reward_auroc": (round(float(roc_auc_score(mostly, r)), 3)
+                                 if 0 < mostly.sum() < len(r) else None),
+        "spearman_reward_vs_share": round(float(spearmanr(r, y).statistic), 3),
+        "relevant_share_all": round(float(y.mean()), 3),
+        "relevant_share_top10pct_by_reward": round(top_share, 3),
+    }
 
 
 def main() -> None:
@@ -48,6 +117,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, help="a base model file (default: the cached one)")
     ap.add_argument("--steps", type=int, default=400,
                     help="steps of the cached base model (`ie pretrain --steps N`)")
+    ap.add_argument("--concepts", type=int, default=0,
+                    help="also measure the concept-level reward on this many concepts")
     args = ap.parse_args()
     torch.set_num_threads(1)
     index = CorpusIndex.load(args.data_dir / "corpus")
@@ -65,6 +136,8 @@ def main() -> None:
                            host=None).train, seed=0)}
     web_items = [it for it in index.items if it.id not in held]
     out: dict[str, object] = {"base": str(base), "sample": args.sample}
+    web_index = CorpusIndex.load(args.data_dir / "corpus", exclude_ids=held)
+    concept_set: list[str] = []
     for name, spec in specs.items():
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
@@ -90,7 +163,22 @@ def main() -> None:
         out[name] = {"web_images": len(y), "relevant_share": round(float(y.mean()), 3),
                      "target_images": len(target), "reward_auroc": auroc,
                      "seconds": round(time.perf_counter() - t0, 1)}
+        if args.concepts:
+            t0 = time.perf_counter()
+            concept_set = concept_set or _concept_sample(args.data_dir, args.concepts)
+            row = concept_separation(web_index, spec, nets["base model"], target, concept_set,
+                                     size=size, max_pixels=max_px)
+            out[name]["concept_level"] = {**row, "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=1))
+
+
+def _concept_sample(data_dir: Path, n: int) -> list[str]:
+    """``n`` lemmas drawn (seed 0) from the whole WordNet vocabulary: bare lemmas, as queries
+    without a descriptor."""
+    vocab = build_vocabulary(VocabularyConfig(), data_dir=data_dir)
+    lemmas = [c.lemma for c in vocab.concepts]
+    pick = np.random.default_rng(0).choice(len(lemmas), min(n, len(lemmas)), replace=False)
+    return [lemmas[int(i)] for i in np.sort(pick)]
 
 
 if __name__ == "__main__":
