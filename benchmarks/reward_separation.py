@@ -1,7 +1,7 @@
 """Does the image reward tell relevant web images from the rest, before any exploration?
 
     .venv/bin/python benchmarks/reward_separation.py [--sample 2000] [--checkpoint FILE]
-                                                     [--steps N]
+                                                     [--steps N] [--concepts N]
 
 The whole method rests on this: a web image's reward (mean cosine similarity to its 15 nearest
 target images, METHOD.md step 5) must rank images of the target's kind above the others, or the
