@@ -43,9 +43,8 @@ from ie_engine.bench.targets import (
     relevant_classes,
 )
 from ie_engine.config import VocabularyConfig
-from ie_engine.image_decode import ImageRejected, decode_normalised
 from ie_engine.imaging import to_uint8_tensor_batch
-from ie_engine.pretrain import PretrainSettings, pretrain_base
+from ie_engine.pretrain import PretrainSettings, decode_item, pretrain_base
 from ie_engine.reward import image_rewards
 from ie_engine.search import CorpusIndex
 from ie_engine.ssl import SSLTrainer
@@ -75,13 +74,10 @@ def concept_separation(
     items = {it.id: it for row in hits for it in row}
     arrays, ids = [], []
     for item_id, item in items.items():
-        try:
-            img = decode_normalised(Path(item.path).read_bytes(), max_pixels=max_pixels,
-                                    size=size)[0]
-        except (OSError, ImageRejected):
-            continue
-        arrays.append(np.asarray(img, dtype=np.uint8))
-        ids.append(item_id)
+        img = decode_item(item, size, max_pixels)
+        if img is not None:
+            arrays.append(img)
+            ids.append(item_id)
     web = torch.from_numpy(to_uint8_tensor_batch(arrays, size))
     reward = dict(zip(ids, image_rewards(net.embed(web), net.embed(target), k=15).tolist(),
                       strict=True))
@@ -144,12 +140,10 @@ def main() -> None:
         arrays, relevant = [], []
         for i in rng.choice(len(web_items), min(args.sample, len(web_items)), replace=False):
             item = web_items[int(i)]
-            try:
-                img = decode_normalised(Path(item.path).read_bytes(), max_pixels=max_px,
-                                        size=size)[0]
-            except (OSError, ImageRejected):
+            img = decode_item(item, size, max_px)
+            if img is None:
                 continue
-            arrays.append(np.asarray(img, dtype=np.uint8))
+            arrays.append(img)
             relevant.append(bool(relevant_classes(item.category, item.also_in, spec.relevance)))
         web = torch.from_numpy(to_uint8_tensor_batch(arrays, size))
         target = torch.from_numpy(to_uint8_tensor_batch(

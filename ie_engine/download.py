@@ -62,9 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -77,7 +75,13 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from ie_engine.config import DownloadConfig
-from ie_engine.download_cache import CachedBody, CachedRefusal, DamagedBodyError, DownloadCache
+from ie_engine.download_cache import (
+    CachedBody,
+    CachedRefusal,
+    DamagedBodyError,
+    DownloadCache,
+    write_atomic,
+)
 from ie_engine.download_cpu import (
     PixelBudget,
     _deduplicate,
@@ -422,14 +426,7 @@ class Downloader:
         if folder not in self._folders:
             folder.mkdir(parents=True, exist_ok=True)
             self._folders.add(folder)
-        tmp = folder / f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_atomic(path, data, make_folder=False)
 
 
 def download_all(

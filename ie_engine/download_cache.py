@@ -165,7 +165,7 @@ class DownloadCache:
             return False
         sha = hashlib.sha256(data).hexdigest()
         try:
-            _write_atomic(self.body_path(sha), data)  # again if present: it may be damaged
+            write_atomic(self.body_path(sha), data)  # again if present: it may be damaged
         except OSError:
             return self._lost()
         return self._put_record(url, {"sha256": sha, "size": len(data)})
@@ -181,7 +181,7 @@ class DownloadCache:
         record = {"format": CACHE_FORMAT, "url": url,
                   "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
         try:
-            _write_atomic(self.record_path(url), json.dumps(record, ensure_ascii=False).encode())
+            write_atomic(self.record_path(url), json.dumps(record, ensure_ascii=False).encode())
         except OSError:
             return self._lost()
         with self._lock:
@@ -194,8 +194,11 @@ class DownloadCache:
         return False
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_atomic(path: Path, data: bytes, *, make_folder: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so a killed process
+    never leaves a half file; the temporary file is removed when the write fails."""
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         tmp.write_bytes(data)
@@ -212,4 +215,5 @@ __all__ = [
     "CachedRefusal",
     "DamagedBodyError",
     "DownloadCache",
+    "write_atomic",
 ]

@@ -100,7 +100,9 @@ def pretrain_key(
     })
 
 
-def _decode_one(item: CorpusItem, size: int, max_pixels: int) -> np.ndarray | None:
+def decode_item(item: CorpusItem, size: int, max_pixels: int) -> np.ndarray | None:
+    """uint8 (S, S, 3) pixels of a corpus item through the downloader's decoding guards, or
+    None when it cannot be read or is refused."""
     try:
         data = Path(item.path).read_bytes()
         img = decode_normalised(data, max_pixels=max_pixels, size=size)[0]
@@ -127,7 +129,7 @@ def corpus_pixels(
     arrays: list[np.ndarray] = []
 
     def work(it: CorpusItem) -> np.ndarray | None:
-        out = _decode_one(it, size, max_pixels)
+        out = decode_item(it, size, max_pixels)
         if progress is not None:
             progress.advance("decode")
         return out
@@ -305,5 +307,5 @@ def pretrain_base(
     return ckpt
 
 
-__all__ = ["PretrainSettings", "corpus_pixels", "pretrain_base", "pretrain_key",
+__all__ = ["PretrainSettings", "corpus_pixels", "decode_item", "pretrain_base", "pretrain_key",
            "train_resumable"]
