@@ -184,6 +184,8 @@ class ConceptPolicy:
             "allowed": None if self.allowed_mask is None else np.flatnonzero(self.allowed_mask),
             "gp_theta": None if self._kernel is None else self._kernel.theta.tolist(),
             "gp_fitted_on": self._kernel_n,
+            # The floor costs seconds to compute over a large vocabulary: kept, not recomputed.
+            "gp_min_length": self._min_length,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -193,6 +195,9 @@ class ConceptPolicy:
         self.allowed_mask = None
         if allowed is not None:
             self.restrict(np.asarray(allowed, dtype=np.int64))
+        floor = state.get("gp_min_length")  # absent in checkpoints of earlier versions
+        if floor is not None and self.config.gp_min_length_scale is None:
+            self._min_length = float(floor)
         theta = state.get("gp_theta")  # absent in checkpoints of earlier versions: refitted
         if theta is None:
             self._kernel = None

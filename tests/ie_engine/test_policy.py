@@ -355,6 +355,34 @@ def test_the_policy_floor_is_the_vocabularys_neighbour_spacing_and_survives_a_re
     assert fixed.min_length_scale() == 0.3
 
 
+def test_a_reloaded_policy_takes_its_floor_from_the_checkpoint(monkeypatch):
+    """The floor is computed once per run, not again on every resume (seconds at 119k
+    concepts): the checkpoint carries it."""
+    import ie_engine.policy.concept_policy as cp
+
+    x = unit_rows(300, 16, 9)
+    policy = ConceptPolicy(x, PolicyConfig(queries_per_iteration=8), seed=0)
+    obs = list(range(0, 300, 10))
+    policy.observe(obs, list(np.random.default_rng(10).normal(size=len(obs))))
+    policy.distribution()
+    state = policy.state_dict()
+    assert state["gp_min_length"] == pytest.approx(nearest_neighbour_distance(x))
+
+    def computed_again(*_a, **_k):
+        raise AssertionError("the floor was computed again")
+
+    monkeypatch.setattr(cp, "nearest_neighbour_distance", computed_again)
+    again = ConceptPolicy(x, PolicyConfig(queries_per_iteration=8), seed=0)
+    again.load_state_dict(state)
+    assert again.min_length_scale() == state["gp_min_length"]
+    np.testing.assert_allclose(again.distribution().probability,
+                               policy.distribution().probability)
+    # A configured floor wins over the checkpoint's.
+    fixed = ConceptPolicy(x, PolicyConfig(queries_per_iteration=8, gp_min_length_scale=0.4))
+    fixed.load_state_dict(state)
+    assert fixed.min_length_scale() == 0.4
+
+
 @pytest.mark.parametrize("floor", [0.0, -1.0, 11.0])
 def test_an_impossible_length_scale_floor_is_refused(floor):
     from ie_engine.config import make_config
