@@ -2,8 +2,9 @@
 (uvicorn on loopback), a real worker process and the offline web on loopback.
 
 A person uploads a labelled folder, launches a ``cpu-small`` run, watches the dashboard fill in
-without a reload, vetoes the concept the policy likes best (it is never sampled again, and its
-neighbours' predicted reward falls), then pauses, resumes and cancels. Screenshots go to
+without a reload, vetoes the concept the policy likes best (it is never sampled again; its
+neighbours' predicted reward falls, and so does their probability against a veto that only took
+the concept out), then pauses, resumes and cancels. Screenshots go to
 ``test-artifacts/``; the times from "Launch" to the first query and to the first curve point
 are written to ``test-artifacts/latency.json``. Training is capped at ``IE_TEST_TRAIN_STEPS``
 steps per iteration (default 4; the preset's own 60 take minutes per iteration on 2 shared
@@ -140,19 +141,20 @@ def test_upload_launch_watch_veto_pause_resume_cancel(browser, world, tmp_path):
                 Concept.run_id == run_id, Concept.concept_index == best.concept_index)).one()
         assert best.concept_index not in later  # never sampled again
         assert vetoed_row.probability == 0.0 and vetoed_row.vetoed
-        # The veto was a negative observation: its nearest neighbours lost predicted reward.
-        # Their sampling probability is recorded, not asserted. After a few iterations of 6
-        # queries the GP's fitted length-scale is often far shorter than the distance to the
-        # nearest concepts, so the negative observation moves them little, while the freed
-        # share and tier changes move them more (either way). That holds in vocabularies of
-        # close neighbours too (nouns under bird.n.01, fruit.n.01 and flower.n.01):
-        # benchmarks/veto_effect.py measures them, and the policy tests assert the fall where
-        # the GP reaches the neighbours.
+        # The veto was a negative observation: its nearest neighbours lost predicted reward,
+        # and sampling probability against what they would have had were the concept only taken
+        # out of sampling (``negative_ratio``: their probability after the veto over that).
+        # Their probability after over before is recorded, not asserted: the vetoed favourite's
+        # freed share and tier changes move it either way (benchmarks/veto_effect.py: 44 of 60
+        # seeds fell in this vocabulary, while the negative observation lowered it in 60 of 60).
         payload = applied_event.payload
         shift = payload["neighbours"]
         assert len(shift) == 5
         assert np.mean([n["mu_before"] - n["mu_after"] for n in shift]) > 0, shift
-        assert all("p_removed_only" in n for n in shift) and "negative_ratio" in payload
+        assert all("p_removed_only" in n for n in shift)
+        assert payload["negative_ratio"] < 1.0, payload
+        assert payload["negative_ratio"] == pytest.approx(
+            sum(n["p_after"] for n in shift) / sum(n["p_removed_only"] for n in shift))
         ratio = sum(n["p_after"] for n in shift) / sum(n["p_before"] for n in shift)
         (ARTIFACTS / "veto-shift.json").write_text(json.dumps(
             {"neighbours_probability_ratio": ratio, **payload}, indent=1))
