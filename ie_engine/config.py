@@ -181,6 +181,21 @@ class RewardConfig:
     """Share of each iteration's images kept in the replay buffer [paper: 50%]."""
     pcr: float = 2.0
     """Old (replay) data sampled at PCR times the new candidates [paper: 2]."""
+    whiten: bool = True
+    """Score images in features whitened against a reference sample of the web: the first
+    iteration's downloads (PCA whitening with shrinkage, refitted in the current features every
+    iteration). Raw backbone features share a large common component, so plain cosine
+    similarity rewards what looks like *any* web image; whitened, it rewards what looks like the
+    target *rather than* the web (README, "What the figures say"). [paper: not used]"""
+    whiten_shrink: float = 0.3
+    """Shrinkage of the whitening: each principal direction is divided by its singular value
+    plus this share of their mean (small: full whitening, noisy on a small reference; large:
+    closer to plain centring)."""
+    reference_images: int = 2000
+    """At most this many images (a seeded sample of the first iteration's) in the reference."""
+    min_reference: int = 64
+    """Fewer reference images than this: no whitening yet (the next iterations' downloads fill
+    the reference up to it)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +254,10 @@ class ExplorerConfig:
             raise ConfigError("results_per_query must be at least 1")
         if not 0 < self.reward.replay_keep_fraction <= 1:
             raise ConfigError("replay_keep_fraction must be in (0, 1]")
+        if self.reward.whiten_shrink <= 0:
+            raise ConfigError("whiten_shrink must be positive")
+        if not 2 <= self.reward.min_reference <= self.reward.reference_images:
+            raise ConfigError("min_reference must be at least 2 and at most reference_images")
         if abs(sum(self.policy.tier_mass) - 1.0) > 1e-6:
             raise ConfigError("tier_mass must sum to 1")
         floor = self.policy.gp_min_length_scale

@@ -26,7 +26,13 @@ from ie_engine.errors import Cancelled, CheckpointError
 from ie_engine.fetch_steps import choose_queries, download_all, search_all, uniform_distribution
 from ie_engine.imaging import DedupIndex
 from ie_engine.policy import ConceptPolicy
-from ie_engine.reward import ReplayBuffer, ReplayEntry, concept_rewards, image_rewards
+from ie_engine.reward import (
+    ReplayBuffer,
+    ReplayEntry,
+    concept_rewards,
+    image_rewards,
+    whitener,
+)
 from ie_engine.run_records import (
     Fetched,
     ImageRecord,
@@ -102,6 +108,7 @@ class Explorer:
         self.iteration = 0  # iterations completed
         self.pending: Fetched | None = None  # fetched, not yet learned
         self.added: list[tuple[str, list[float]]] = []  # concepts added mid-run, with vectors
+        self.reward_reference: list[int] = []  # image ids the reward's whitening is fitted on
         self._pixels = PixelCache(run_dir, config.download.stored_size)
         # One event loop for the whole run: engines keep HTTP sessions (bound to a loop) across
         # iterations. Closed by close().
@@ -227,6 +234,11 @@ class Explorer:
         rewards = np.zeros(0, dtype=np.float32)
         if new_ids:
             web_feats = self.trainer.embed(self._stack(new_ids))
+            reference = self._reward_reference(new_ids, it)
+            if reference:
+                white = whitener(self.trainer.embed(self._stack(reference)),
+                                 shrink=cfg.reward.whiten_shrink)
+                web_feats, target_feats = white(web_feats), white(target_feats)
             rewards = image_rewards(web_feats, target_feats, k=cfg.reward.k).numpy()
         for i, r in zip(new_ids, rewards.tolist(), strict=True):
             self.images[i].reward = r
@@ -285,6 +297,20 @@ class Explorer:
         replay_ids = [i for i in self.replay.image_ids() if self.images[i].iteration < it]
         return training_pool(new_ids, replay_ids, pcr=self.config.reward.pcr,
                              rng=np.random.default_rng([self.config.seed, it, 1]))
+
+    def _reward_reference(self, new_ids: list[int], it: int) -> list[int]:
+        """The web sample the reward's whitening is fitted on (RewardConfig.whiten): a seeded
+        sample of the first iteration's downloads, topped up from the next ones while it holds
+        fewer than ``min_reference``; empty (no whitening) until then or when switched off."""
+        rc = self.config.reward
+        if not rc.whiten:
+            return []
+        if len(self.reward_reference) < rc.min_reference:
+            room = rc.reference_images - len(self.reward_reference)
+            rng = np.random.default_rng([self.config.seed, it, 2])
+            take = rng.permutation(len(new_ids))[:room]
+            self.reward_reference += sorted(new_ids[int(i)] for i in take)
+        return self.reward_reference if len(self.reward_reference) >= rc.min_reference else []
 
     def _batch_sampler(self, pool: list[int]) -> BatchSampler:
         return batch_sampler(self.target, self._stack(pool) if pool else None,
@@ -368,6 +394,7 @@ class Explorer:
             "vocabulary_size": len(self.vocabulary) - len(self.added),
             "added": self.added,
             "pending": None if self.pending is None else self.pending.to_dict(),
+            "reward_reference": self.reward_reference,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -389,6 +416,8 @@ class Explorer:
         self.dedup.load_state_dict(state["dedup"])
         self.images = [ImageRecord(**r) for r in state["images"]]
         self.history = list(state["history"])
+        # Absent from checkpoints of earlier versions: the next iteration's downloads fill it.
+        self.reward_reference = [int(i) for i in state.get("reward_reference", [])]
         pending = state.get("pending")
         self.pending = None if pending is None else Fetched.from_dict(pending)
         self._pixels.clear()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def image_rewards(
@@ -27,6 +29,26 @@ def image_rewards(
         sims = web[start : start + chunk].float() @ tgt.T  # (c, T)
         out[start : start + chunk] = sims.topk(kk, dim=1).values.mean(1)
     return out
+
+
+def whitener(reference: torch.Tensor, *, shrink: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """PCA whitening fitted on ``reference`` (R, D) features: returns a map from (N, D) features
+    to (N, min(R, D)) unit rows, centred on the reference mean and with each principal direction
+    divided by its singular value plus ``shrink`` times their mean.
+
+    Backbone features after a ReLU and pooling are all positive and share a large common
+    direction, so plain cosine similarity is high between any two images; centred and whitened
+    on a sample of the web, similarity measures what two images share *beyond* what every web
+    image shares. Shrinkage keeps directions the reference barely spans from being blown up."""
+    ref = reference.float()
+    mean = ref.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(ref - mean, full_matrices=False)
+    scale = vh.T / (s + shrink * s.mean()).clamp_min(1e-12)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize((x.float() - mean) @ scale, dim=1)
+
+    return apply
 
 
 def concept_rewards(

@@ -249,3 +249,44 @@ def test_veto_and_added_concepts_mid_run(world, tmp_path):
         again.resume()
         assert again.vocabulary.concepts[-1].lemma == "violin"
         assert victim in again.policy.vetoed
+
+
+def _iteration_rewards(explorer: Explorer, it: int) -> tuple[list[int], torch.Tensor]:
+    ids = [r.id for r in explorer.images if r.iteration == it]
+    return ids, torch.tensor([explorer.images[i].reward for i in ids])
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_rewards_are_scored_in_features_whitened_on_the_first_downloads(world, tmp_path, whiten):
+    """RewardConfig.whiten: the reward's features are whitened on a sample of the first
+    iteration's downloads (kept in the checkpoint); without it, plain cosine similarity."""
+    from ie_engine.reward import image_rewards, whitener
+
+    explorer = make_explorer(world, tmp_path / "run")
+    rc = explorer.config.reward
+    # The tiny preset's first iteration brings a few dozen images: a reference of 16 is full
+    # after it; one of a million never fills (no whitening).
+    rc = replace(rc, min_reference=16) if whiten else replace(
+        rc, min_reference=10**6, reference_images=10**6)
+    explorer.config = replace(explorer.config, reward=rc)
+    with explorer:
+        explorer.run()
+        ids, got = _iteration_rewards(explorer, 2)
+        web = explorer.trainer.embed(explorer._stack(ids))
+        target = explorer.trainer.embed(explorer.target)
+        plain = image_rewards(web, target, k=rc.k)
+        reference = explorer.reward_reference
+        if whiten:
+            first = {r.id for r in explorer.images if r.iteration == 1}
+            assert len(reference) >= rc.min_reference
+            assert set(reference) == first  # fewer than reference_images: all of them
+            white = whitener(explorer.trainer.embed(explorer._stack(reference)),
+                             shrink=rc.whiten_shrink)
+            torch.testing.assert_close(got, image_rewards(white(web), white(target), k=rc.k),
+                                       atol=1e-4, rtol=0)
+            assert (got - plain).abs().max() > 1e-2
+            state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+            assert state["reward_reference"] == reference
+        else:
+            assert reference == [] or len(reference) < rc.min_reference
+            torch.testing.assert_close(got, plain, atol=1e-4, rtol=0)
