@@ -1,7 +1,7 @@
 """Does the image reward tell relevant web images from the rest, before any exploration?
 
     .venv/bin/python benchmarks/reward_separation.py [--sample 2000] [--checkpoint FILE]
-                                                     [--steps N] [--concepts N]
+                                                     [--steps N] [--concepts N] [--reference N]
 
 The whole method rests on this: a web image's reward (mean cosine similarity to its 15 nearest
 target images, METHOD.md step 5) must rank images of the target's kind above the others, or the
@@ -10,7 +10,9 @@ sample of the offline web (the target's own held-out images excluded) and the ta
 the reward's AUROC for relevant against other web images (0.5 = no better than chance) in three
 feature spaces: the cached base model (``ie pretrain``; or ``--checkpoint``), the same network
 with random weights, and 16 x 16 average-pooled pixels (a floor any learned feature should
-beat). Needs ``ie corpus build`` and the base model; prints a JSON object.
+beat); and in the base model's features whitened as the loop whitens them (RewardConfig.whiten)
+on a reference of ``--reference`` other web images (seeded, disjoint from the sample). Needs
+``ie corpus build`` and the base model; prints a JSON object.
 
 ``--concepts N`` also measures what the policy sees: for N concepts drawn (seeded) from the whole
 WordNet vocabulary, each lemma is searched in the offline web as the benchmark's queries are
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +45,12 @@ from ie_engine.bench.targets import (
     build_builtin_target,
     relevant_classes,
 )
-from ie_engine.config import VocabularyConfig
+from ie_engine.config import RewardConfig, VocabularyConfig
 from ie_engine.imaging import to_uint8_tensor_batch
 from ie_engine.pretrain import PretrainSettings, decode_item, pretrain_base
-from ie_engine.reward import image_rewards
+from ie_engine.reward import image_rewards, whitener
 from ie_engine.search import CorpusIndex
+from ie_engine.search.corpus import CorpusItem
 from ie_engine.ssl import SSLTrainer
 from ie_engine.target import load_target
 from ie_engine.vocabulary import MiniLMEmbedder, build_vocabulary
@@ -65,10 +69,12 @@ def concept_separation(
     *,
     size: int,
     max_pixels: int,
+    maps: dict[str, Callable[[torch.Tensor], torch.Tensor]],
     per_query: int = 20,
     top: int = 10,
 ) -> dict[str, object]:
-    """Concept-level separation of the reward (see the module docstring)."""
+    """Concept-level separation of the reward (see the module docstring), in each feature
+    space of ``maps`` (name -> a map applied to the base model's features)."""
     vecs = np.asarray(MiniLMEmbedder().embed(lemmas), dtype=np.float32)
     hits = [[it for it, _score in index.search(v, per_query)] for v in vecs]
     items = {it.id: it for row in hits for it in row}
@@ -78,9 +84,15 @@ def concept_separation(
         if img is not None:
             arrays.append(img)
             ids.append(item_id)
-    web = torch.from_numpy(to_uint8_tensor_batch(arrays, size))
-    reward = dict(zip(ids, image_rewards(net.embed(web), net.embed(target), k=15).tolist(),
-                      strict=True))
+    web_feats, target_feats = net.embed(torch.from_numpy(to_uint8_tensor_batch(arrays, size))), \
+        net.embed(target)
+    return {name: _concept_row(spec, hits, dict(zip(
+        ids, image_rewards(f(web_feats), f(target_feats), k=15).tolist(), strict=True)), top)
+        for name, f in maps.items()}
+
+
+def _concept_row(spec: BenchTarget, hits: list[list[CorpusItem]], reward: dict[str, float],
+                 top: int) -> dict[str, object]:
     rewards, shares = [], []
     for row in hits:
         got = [it for it in row if it.id in reward]
@@ -115,6 +127,10 @@ def main() -> None:
                     help="steps of the cached base model (`ie pretrain --steps N`)")
     ap.add_argument("--concepts", type=int, default=0,
                     help="also measure the concept-level reward on this many concepts")
+    ap.add_argument("--reference", type=int, default=2000,
+                    help="web images the whitened reward's reference holds")
+    ap.add_argument("--shrink", type=float, default=RewardConfig().whiten_shrink,
+                    help="the whitening's shrinkage (RewardConfig.whiten_shrink)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     index = CorpusIndex.load(args.data_dir / "corpus")
@@ -134,11 +150,19 @@ def main() -> None:
     out: dict[str, object] = {"base": str(base), "sample": args.sample}
     web_index = CorpusIndex.load(args.data_dir / "corpus", exclude_ids=held)
     concept_set: list[str] = []
+    # The sample and, disjoint from it, the whitening's reference: one seeded permutation.
+    order = np.random.default_rng(0).permutation(len(web_items))
+    picked, rest = order[: args.sample], order[args.sample : args.sample + args.reference]
+    ref_arrays = [a for a in (decode_item(web_items[int(i)], size, max_px) for i in rest)
+                  if a is not None]
+    reference = nets["base model"].embed(torch.from_numpy(to_uint8_tensor_batch(ref_arrays, size)))
+    white = whitener(reference, shrink=args.shrink)
+    maps = {"plain": lambda x: x, "whitened": white}
+    out["reference"] = len(ref_arrays)
     for name, spec in specs.items():
         t0 = time.perf_counter()
-        rng = np.random.default_rng(0)
         arrays, relevant = [], []
-        for i in rng.choice(len(web_items), min(args.sample, len(web_items)), replace=False):
+        for i in picked:
             item = web_items[int(i)]
             img = decode_item(item, size, max_px)
             if img is None:
@@ -152,17 +176,22 @@ def main() -> None:
         auroc = {label: round(float(roc_auc_score(
             y, image_rewards(net.embed(web), net.embed(target), k=15).numpy())), 3)
             for label, net in nets.items()}
+        auroc["base model, whitened"] = round(float(roc_auc_score(y, image_rewards(
+            white(nets["base model"].embed(web)), white(nets["base model"].embed(target)),
+            k=15).numpy())), 3)
         auroc["16x16 pixels"] = round(float(roc_auc_score(
             y, image_rewards(pixels16(web), pixels16(target), k=15).numpy())), 3)
-        out[name] = {"web_images": len(y), "relevant_share": round(float(y.mean()), 3),
-                     "target_images": len(target), "reward_auroc": auroc,
-                     "seconds": round(time.perf_counter() - t0, 1)}
+        result: dict[str, object] = {
+            "web_images": len(y), "relevant_share": round(float(y.mean()), 3),
+            "target_images": len(target), "reward_auroc": auroc,
+            "seconds": round(time.perf_counter() - t0, 1)}
+        out[name] = result
         if args.concepts:
             t0 = time.perf_counter()
             concept_set = concept_set or _concept_sample(args.data_dir, args.concepts)
             row = concept_separation(web_index, spec, nets["base model"], target, concept_set,
-                                     size=size, max_pixels=max_px)
-            out[name]["concept_level"] = {**row, "seconds": round(time.perf_counter() - t0, 1)}
+                                     size=size, max_pixels=max_px, maps=maps)
+            result["concept_level"] = {**row, "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=1))
 
 
