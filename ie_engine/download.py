@@ -202,8 +202,7 @@ class Downloader:
             url = req.result.image_url
             if url in first_by_url:
                 outcomes[i] = DownloadFailure(
-                    url, "duplicate", f"same URL as request #{first_by_url[url]}", req,
-                    duplicate_of=f"url:{url}",
+                    url, "duplicate", f"same URL as request #{first_by_url[url]}", req
                 )
                 if progress is not None:
                     progress.advance(PROGRESS_PHASE)
