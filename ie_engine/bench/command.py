@@ -2,8 +2,8 @@
 
     ie pretrain [--steps N] [--max-images N] [--include-targets]
     ie bench [--quick] [--target NAME|DIR [--relevance-map FILE]] [--out DIR] [--seeds N]
-             [--no-scratch] [--base-checkpoint FILE] [--base-steps N] [--readme README.md]
-             [--report-only]
+             [--no-scratch] [--jobs N] [--base-checkpoint FILE] [--base-steps N]
+             [--readme README.md] [--report-only]
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--base-steps", type=int, default=None,
                    help="steps of `ie pretrain`'s base model the arms start from (default: 400; "
                         "a longer base continues a shorter cached one)")
+    b.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time, each in its own process with one torch thread "
+                        "(default: one per core, at most 4)")
     b.add_argument("--keep-runs", action="store_true",
                    help="keep each run's images and checkpoint (large)")
     b.add_argument("--readme", type=Path, default=None,
@@ -92,6 +95,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
+    from ie_engine.bench.pool import default_jobs
     from ie_engine.bench.suite import BenchPlan, quick_plan, run_bench, write_report
     from ie_engine.bench.targets import BUILTIN_TARGETS
     from ie_engine.cli import ensure_corpus
@@ -129,11 +133,14 @@ def run_bench_command(args: argparse.Namespace) -> int:
         plan = replace(plan, pretrain=replace(plan.pretrain, steps=args.base_steps))
     if args.no_scratch:
         plan = replace(plan, scratch_arms=(), scratch_seeds=())
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, not {args.jobs}")
     corpus_dir = args.data_dir / "corpus"
     ensure_corpus(corpus_dir)
     run_bench(data_dir=args.data_dir, corpus_dir=corpus_dir, out_dir=out, plan=plan,
               custom=custom, base_checkpoint=args.base_checkpoint, keep_runs=args.keep_runs,
-              readme=args.readme, progress=TqdmProgress(quiet=args.quiet), say=_say)
+              jobs=jobs, readme=args.readme, progress=TqdmProgress(quiet=args.quiet), say=_say)
     print(out / "summary.json")
     return 0
 

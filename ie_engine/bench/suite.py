@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ie_engine.bench.arms import ARMS, Arm, ArmSettings, Init, Target, World, arm_config, run_arm
+from ie_engine.bench.pool import RunJob, WorldSpec, run_jobs
 from ie_engine.bench.report import plot_target, readme_section, summarise, update_readme
 from ie_engine.bench.targets import (
     BUILTIN_TARGETS,
@@ -114,6 +115,14 @@ def _load(spec: BenchTarget, size: int, max_pixels: int) -> Target:
                   dhashes=ts.dhashes, labels=list(ts.labels))
 
 
+def _schedule(plan: BenchPlan, target: str) -> list[tuple[Init, int, Arm]]:
+    """The runs of one target: every arm from the base, then the arms from scratch."""
+    base: list[tuple[Init, int, Arm]] = [
+        ("base", seed, arm) for seed in plan.seeds_for(target) for arm in plan.arms]
+    return base + [("scratch", seed, arm) for seed in plan.scratch_seeds
+                   for arm in plan.scratch_arms]
+
+
 def collect_results(out_dir: Path) -> list[dict[str, Any]]:
     """Every finished run's ``result.json`` under ``out_dir/runs``."""
     return [json.loads(p.read_text()) for p in sorted((out_dir / "runs").glob("*/*/*/result.json"))]
@@ -159,11 +168,13 @@ def run_bench(
     custom: tuple[Path, Path] | None = None,
     base_checkpoint: Path | None = None,
     keep_runs: bool = False,
+    jobs: int = 1,
     readme: Path | None = None,
     progress: ProgressSink | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
-    """Run every planned run that is not finished yet, then write the report."""
+    """Run every planned run that is not finished yet (``jobs`` of them at a time, each in its
+    own process when more than one), then write the report."""
     t_start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     index = CorpusIndex.load(corpus_dir)
@@ -225,29 +236,49 @@ def run_bench(
             f"vocabulary {len(vocab)} WordNet nouns; base model {plan.pretrain.steps} steps"),
         "machine": _machine(),
         "base_checkpoint": base,
+        "jobs": jobs,
     }
     (out_dir / "bench.json").write_text(json.dumps(bench_meta, indent=1, default=str))
     # ------------------------------------------------------------ the runs
-    for n in names:
-        target = loaded[n]
-        handle = serve_in_background(
-            CorpusIndex.load(corpus_dir, exclude_ids=target.spec.heldout_ids), embedder)
-        try:
-            schedule: list[tuple[Init, int, Arm]] = [
-                ("base", seed, arm) for seed in plan.seeds_for(n) for arm in plan.arms
-            ] + [("scratch", seed, arm) for seed in plan.scratch_seeds for arm in plan.scratch_arms]
-            for i, (init, seed, arm) in enumerate(schedule, 1):
-                run_dir = out_dir / "runs" / n / init / f"{arm}-s{seed}"
-                t0 = time.perf_counter()
-                r = run_arm(world, target, arm=arm, seed=seed, init=init, base_checkpoint=base,
-                            settings=plan.arm, run_dir=run_dir, engine_url=handle.url,
+    handles: dict[str, Any] = {}
+    try:
+        for n in names:
+            handles[n] = serve_in_background(
+                CorpusIndex.load(corpus_dir, exclude_ids=loaded[n].spec.heldout_ids), embedder)
+        schedule = [
+            RunJob(target=n, init=init, seed=seed, arm=arm, engine_url=handles[n].url,
+                   run_dir=out_dir / "runs" / n / init / f"{arm}-s{seed}")
+            for n in names
+            for init, seed, arm in _schedule(plan, n)
+        ]
+        finished = 0
+
+        def report(job: RunJob, r: dict[str, Any]) -> None:
+            nonlocal finished
+            finished += 1
+            last = r["iterations"][-1]
+            say(f"[{finished}/{len(schedule)}] {job.target} {job.init} {job.arm} seed "
+                f"{job.seed}: kNN {r['final_knn_loo']:.3f}, precision {last.get('precision')}, "
+                f"AUROC {last.get('reward_auroc')} ({r.get('wall_seconds', 0.0):.0f} s)")
+
+        workers = max(1, min(jobs, len(schedule)))
+        if workers > 1:
+            say(f"{len(schedule)} runs, {workers} at a time")
+            world_spec = WorldSpec(corpus_dir=corpus_dir, data_dir=data_dir,
+                                   embeddings_dir=data_dir / "embeddings",
+                                   vocabulary=cfg0.vocabulary, targets=loaded)
+            run_jobs(world_spec, schedule, workers=workers, base_checkpoint=base,
+                     settings=plan.arm, keep_run=keep_runs, on_done=report)
+        else:
+            for job in schedule:
+                r = run_arm(world, loaded[job.target], arm=job.arm, seed=job.seed,
+                            init=job.init, base_checkpoint=base, settings=plan.arm,
+                            run_dir=job.run_dir, engine_url=job.engine_url,
                             keep_run=keep_runs, progress=progress)
-                last = r["iterations"][-1]
-                say(f"[{i}/{len(schedule)}] {n} {init} {arm} seed {seed}: kNN "
-                    f"{r['final_knn_loo']:.3f}, precision {last.get('precision')}, AUROC "
-                    f"{last.get('reward_auroc')} ({time.perf_counter() - t0:.0f} s)")
-        finally:
-            handle.stop()
+                report(job, r)
+    finally:
+        for h in handles.values():
+            h.stop()
     say(f"benchmark runs done in {time.perf_counter() - t_start:.0f} s")
     return write_report(out_dir, readme=readme, say=say)
 

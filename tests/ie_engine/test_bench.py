@@ -298,6 +298,7 @@ def test_tiny_real_arms_against_a_loopback_corpus(tmp_path: Path) -> None:
     """Real corpus (three categories), real MiniLM, real server, real ResNet-18: explore,
     label-set and target-only, two iterations of one step each."""
     from ie_engine.bench.arms import ArmSettings, World, run_arm
+    from ie_engine.bench.pool import RunJob, WorldSpec, run_jobs
     from ie_engine.bench.suite import _load
     from ie_engine.search import CorpusIndex, build_corpus, serve_in_background
     from ie_engine.vocabulary import MiniLMEmbedder, build_vocabulary, load_or_compute_embeddings
@@ -333,9 +334,28 @@ def test_tiny_real_arms_against_a_loopback_corpus(tmp_path: Path) -> None:
         again = run_arm(world, target, arm="explore", seed=1, init="scratch",
                         base_checkpoint=None, settings=settings,
                         run_dir=tmp_path / "runs" / "explore", engine_url=handle.url)
+        # The same runs in two worker processes (``ie bench --jobs 2``).
+        world_spec = WorldSpec(
+            corpus_dir=corpus_dir, data_dir=tmp_path / "data", embeddings_dir=tmp_path / "data"
+            / "emb", vocabulary=arm_config(settings, arm="explore", seed=0, init_checkpoint=None,
+                                           host=None).vocabulary, targets={spec.name: target})
+        jobs = [RunJob(target=spec.name, init="scratch", seed=1, arm=arm, engine_url=handle.url,
+                       run_dir=tmp_path / "pool" / arm) for arm in ("explore", "target-only")]
+        done: list[str] = []
+        pooled = run_jobs(world_spec, jobs, workers=2, base_checkpoint=None, settings=settings,
+                          on_done=lambda job, r: done.append(job.arm))
+        reused = run_arm(world, target, arm="explore", seed=1, init="scratch",
+                         base_checkpoint=None, settings=settings,
+                         run_dir=tmp_path / "pool" / "explore", engine_url=handle.url)
     finally:
         handle.stop()
     assert again == results["explore"]  # a finished run is reused, not repeated
+    assert sorted(done) == ["explore", "target-only"]
+    assert reused == pooled[0]  # what a worker saved is what the parent process would reuse
+    for arm, r in zip(("explore", "target-only"), pooled, strict=True):
+        assert r["fingerprint"] == results[arm]["fingerprint"]
+        for key in ("final_knn_loo", "images_total", "loo_correct"):
+            assert r[key] == results[arm][key], (arm, key)  # seeded: same run, other process
     ex = results["explore"]
     assert [r["iteration"] for r in ex["iterations"]] == [0, 1, 2]
     assert ex["images_total"] > 0 and 0.0 <= ex["final_knn_loo"] <= 1.0
