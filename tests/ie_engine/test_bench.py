@@ -378,3 +378,14 @@ def test_tiny_real_arms_against_a_loopback_corpus(tmp_path: Path) -> None:
     to = results["target-only"]
     assert to["images_total"] == 0 and to["iterations"][1]["precision"] is None
     assert not (tmp_path / "runs" / "explore" / "checkpoint.pt").exists()
+
+
+def test_bench_refuses_zero_jobs_before_any_work(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from ie_engine.cli import main
+
+    rc = main(["--data-dir", str(tmp_path / "data"), "bench", "--jobs", "0",
+               "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
