@@ -39,6 +39,7 @@ from ie_engine.evaluate import knn_accuracy_splits, linear_probe_accuracy
 from ie_engine.explorer import Explorer
 from ie_engine.search.corpus import CorpusIndex
 from ie_engine.search.http_engine import HttpSearchEngine
+from ie_engine.ssl.model import backbone_digest
 from ie_engine.types import ProgressSink
 from ie_engine.vocabulary import (
     Vocabulary,
@@ -163,7 +164,10 @@ def run_arm(
     result dict (see :func:`_measure` for its keys)."""
     fingerprint = {
         "format": RESULT_FORMAT, "arm": arm, "seed": seed, "init": init,
-        "base": base_checkpoint if init == "base" else None,
+        # The base by its weights, not its path: a base retrained to the same weights (its
+        # cache name carries the corpus build time) finds the runs it already made.
+        "base": (f"sha256:{backbone_digest(base_checkpoint)}"
+                 if init == "base" and base_checkpoint else None),
         "settings": asdict(settings), "target": target.spec.name,
         "target_size": len(target.labels),
     }

@@ -24,6 +24,7 @@ for many iterations on a laptop; 3x the cost per step would buy fewer steps, not
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 from typing import Any
@@ -179,6 +180,24 @@ def _backbone_state_from(obj: Any, path: str) -> dict[str, Tensor]:
     return state
 
 
+def backbone_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of the backbone weights in a checkpoint file (names, dtypes, shapes and values;
+    not the file's bytes, so metadata such as timings does not change it): two files with the
+    same digest start a run from the same weights. Raises :class:`CheckpointError` on a file
+    that cannot be read or holds no state dict."""
+    name = os.fspath(path)
+    try:
+        obj = torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any read or unpickling failure: an unusable file
+        raise CheckpointError(f"cannot read backbone checkpoint {name}: {exc}") from exc
+    h = hashlib.sha256()
+    for key, value in sorted(_backbone_state_from(obj, name).items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike[str]) -> list[str]:
     """Load backbone weights from a local file into ``backbone`` (``strict=False``).
 
@@ -235,6 +254,7 @@ __all__ = [
     "SMALL_IMAGE_MAX",
     "Encoder",
     "MoCoV3",
+    "backbone_digest",
     "build_backbone",
     "load_backbone_checkpoint",
     "prediction_mlp",

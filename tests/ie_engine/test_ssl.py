@@ -17,7 +17,13 @@ from ie_engine.config import TrainConfig, train_preset
 from ie_engine.errors import Cancelled, CheckpointError, NonFiniteLossError, TrainingError
 from ie_engine.ssl import augment as A
 from ie_engine.ssl.loss import contrastive_loss, symmetric_loss
-from ie_engine.ssl.model import MoCoV3, build_backbone, load_backbone_checkpoint, stem_stride
+from ie_engine.ssl.model import (
+    MoCoV3,
+    backbone_digest,
+    build_backbone,
+    load_backbone_checkpoint,
+    stem_stride,
+)
 from ie_engine.ssl.trainer import SSLTrainer, bare_train_throughput
 
 # Smaller than the "tiny" preset so the whole file runs in seconds on a shared CPU: 16 px crops,
@@ -363,3 +369,19 @@ def test_embed(reference: SSLTrainer) -> None:
 
 def test_bare_loop_runs() -> None:
     assert bare_train_throughput(CFG, DATA[:3], 1, warmup=0) > 0
+
+
+def test_backbone_digest_is_the_weights_not_the_file(tmp_path: Path) -> None:
+    net, _ = build_backbone("resnet18", 16)
+    state = net.state_dict()
+    bare, wrapped = tmp_path / "bare.pt", tmp_path / "wrapped.pt"
+    torch.save(state, bare)
+    torch.save({"backbone": state, "meta": {"train_seconds": 12.5}}, wrapped)
+    assert bare.read_bytes() != wrapped.read_bytes()
+    assert backbone_digest(bare) == backbone_digest(wrapped)
+    changed = {k: v.clone() for k, v in state.items()}
+    changed["conv1.weight"][0, 0, 0, 0] += 1e-6
+    torch.save(changed, tmp_path / "changed.pt")
+    assert backbone_digest(tmp_path / "changed.pt") != backbone_digest(bare)
+    with pytest.raises(CheckpointError, match="cannot read"):
+        backbone_digest(tmp_path / "missing.pt")
