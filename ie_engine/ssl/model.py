@@ -180,18 +180,21 @@ def _backbone_state_from(obj: Any, path: str) -> dict[str, Tensor]:
     return state
 
 
+def _read_backbone_state(name: str) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any read or unpickling failure: an unusable file
+        raise CheckpointError(f"cannot read backbone checkpoint {name}: {exc}") from exc
+    return _backbone_state_from(obj, name)
+
+
 def backbone_digest(path: str | os.PathLike[str]) -> str:
     """SHA-256 of the backbone weights in a checkpoint file (names, dtypes, shapes and values;
     not the file's bytes, so metadata such as timings does not change it): two files with the
     same digest start a run from the same weights. Raises :class:`CheckpointError` on a file
     that cannot be read or holds no state dict."""
-    name = os.fspath(path)
-    try:
-        obj = torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any read or unpickling failure: an unusable file
-        raise CheckpointError(f"cannot read backbone checkpoint {name}: {exc}") from exc
     h = hashlib.sha256()
-    for key, value in sorted(_backbone_state_from(obj, name).items()):
+    for key, value in sorted(_read_backbone_state(os.fspath(path)).items()):
         t = value.detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -210,11 +213,7 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike[str]) 
     lists the keys that were expected and some of those found).
     """
     name = os.fspath(path)
-    try:
-        obj = torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any read or unpickling failure: an unusable file
-        raise CheckpointError(f"cannot read backbone checkpoint {name}: {exc}") from exc
-    state = _backbone_state_from(obj, name)
+    state = _read_backbone_state(name)
     expected = set(backbone.state_dict())
     if not expected.intersection(state):
         for prefix in ("module.", "backbone.", "encoder.backbone."):
