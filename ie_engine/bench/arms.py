@@ -17,6 +17,7 @@ relevance is computed afterwards from the run's records (image URL -> corpus id 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -100,6 +101,20 @@ class World:
     embed_phrases: Any  # (list[str]) -> float32 (n, D) unit rows
 
 
+@functools.lru_cache(maxsize=8)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:
+    return backbone_digest(path)
+
+
+def base_digest(path: str | Path) -> str:
+    """:func:`backbone_digest` of a base checkpoint, read once per file version in a process
+    (every run of a benchmark names its base by it; the file is about 45 MB)."""
+    st = Path(path).stat() if Path(path).exists() else None
+    if st is None:
+        return backbone_digest(path)  # raises the checkpoint error that says what is missing
+    return _digest_of(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
 def arm_config(
     settings: ArmSettings, *, arm: Arm, seed: int, init_checkpoint: str | None, host: str | None
 ) -> ExplorerConfig:
@@ -166,7 +181,7 @@ def run_arm(
         "format": RESULT_FORMAT, "arm": arm, "seed": seed, "init": init,
         # The base by its weights, not its path: a base retrained to the same weights (its
         # cache name carries the corpus build time) finds the runs it already made.
-        "base": (f"sha256:{backbone_digest(base_checkpoint)}"
+        "base": (f"sha256:{base_digest(base_checkpoint)}"
                  if init == "base" and base_checkpoint else None),
         "settings": asdict(settings), "target": target.spec.name,
         "target_size": len(target.labels),

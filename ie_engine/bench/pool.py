@@ -21,6 +21,7 @@ import numpy as np
 
 from ie_engine.bench.arms import Arm, ArmSettings, Init, Target, World, run_arm
 from ie_engine.config import VocabularyConfig
+from ie_engine.types import ProgressSink
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,29 @@ class RunJob:
     engine_url: str | None
 
 
-def load_world(spec: WorldSpec) -> World:
-    """The shared world of the runs, from the caches the parent process filled."""
+def build_world(corpus_dir: Path, data_dir: Path, vocabulary: VocabularyConfig, *,
+                embeddings_dir: Path | None = None, index: Any = None, embedder: Any = None,
+                progress: ProgressSink | None = None) -> World:
+    """The shared world of the runs: corpus index, vocabulary and its embeddings (computed
+    once and cached in ``embeddings_dir``, default ``data_dir/embeddings``). The benchmark's
+    parent process and every worker build it here, so both see the same world."""
     from ie_engine.search import CorpusIndex
     from ie_engine.vocabulary import MiniLMEmbedder, build_vocabulary, load_or_compute_embeddings
 
-    embedder = MiniLMEmbedder()  # loads its model only if a label-set run embeds class names
-    vocab = build_vocabulary(spec.vocabulary, data_dir=spec.data_dir)
-    embeddings = load_or_compute_embeddings(vocab.texts(), embedder, spec.embeddings_dir)
-    return World(index=CorpusIndex.load(spec.corpus_dir), vocab=vocab,
-                 embeddings=np.asarray(embeddings), embed_phrases=embedder.embed)
+    if embedder is None:  # loads its model only if a label-set run embeds class names
+        embedder = MiniLMEmbedder()
+    vocab = build_vocabulary(vocabulary, data_dir=data_dir)
+    embeddings = load_or_compute_embeddings(vocab.texts(), embedder,
+                                            embeddings_dir or data_dir / "embeddings",
+                                            progress=progress)
+    return World(index=index if index is not None else CorpusIndex.load(corpus_dir),
+                 vocab=vocab, embeddings=np.asarray(embeddings), embed_phrases=embedder.embed)
+
+
+def load_world(spec: WorldSpec) -> World:
+    """The shared world of the runs, from the caches the parent process filled."""
+    return build_world(spec.corpus_dir, spec.data_dir, spec.vocabulary,
+                       embeddings_dir=spec.embeddings_dir)
 
 
 _worker: dict[str, Any] = {}
@@ -123,4 +137,4 @@ def run_jobs(
     return [results[i] for i in range(len(jobs))]
 
 
-__all__ = ["RunJob", "WorldSpec", "default_jobs", "load_world", "run_jobs"]
+__all__ = ["RunJob", "WorldSpec", "build_world", "default_jobs", "load_world", "run_jobs"]

@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ie_engine.bench.arms import ARMS, Arm, ArmSettings, Init, Target, World, arm_config, run_arm
-from ie_engine.bench.pool import RunJob, WorldSpec, run_jobs
+from ie_engine.bench.arms import ARMS, Arm, ArmSettings, Init, Target, arm_config, run_arm
+from ie_engine.bench.pool import RunJob, WorldSpec, build_world, run_jobs
 from ie_engine.bench.report import plot_target, readme_section, summarise, update_readme
 from ie_engine.bench.targets import (
     BUILTIN_TARGETS,
@@ -41,12 +40,7 @@ from ie_engine.pretrain import PretrainSettings, pretrain_base
 from ie_engine.search import CorpusIndex, serve_in_background
 from ie_engine.target import load_target
 from ie_engine.types import ProgressSink
-from ie_engine.vocabulary import (
-    MiniLMEmbedder,
-    build_vocabulary,
-    load_or_compute_embeddings,
-)
-from ie_engine.vocabulary.concepts import Vocabulary
+from ie_engine.vocabulary import MiniLMEmbedder
 
 Say = Callable[[str], None]
 
@@ -203,13 +197,11 @@ def run_bench(
                                  say=say))
     # ------------------------------------------------------------ vocabulary
     embedder = MiniLMEmbedder()
-    vocab: Vocabulary = build_vocabulary(
-        arm_config(plan.arm, arm="explore", seed=0, init_checkpoint=None, host=None).vocabulary,
-        data_dir=data_dir)
-    embeddings = load_or_compute_embeddings(vocab.texts(), embedder, data_dir / "embeddings",
-                                            progress=progress)
-    world = World(index=index, vocab=vocab, embeddings=np.asarray(embeddings),
-                  embed_phrases=embedder.embed)
+    world = build_world(corpus_dir, data_dir,
+                        arm_config(plan.arm, arm="explore", seed=0, init_checkpoint=None,
+                                   host=None).vocabulary,
+                        index=index, embedder=embedder, progress=progress)
+    vocab = world.vocab
     say(f"vocabulary: {len(vocab)} concepts")
     cfg0 = arm_config(plan.arm, arm="explore", seed=0, init_checkpoint=base, host=None)
     size, max_px = cfg0.download.stored_size, cfg0.download.max_pixels

@@ -389,3 +389,39 @@ def test_bench_refuses_zero_jobs_before_any_work(tmp_path: Path,
     assert rc == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
+
+
+def test_base_digest_reads_a_file_once_and_again_when_it_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch
+
+    from ie_engine.bench import arms
+    from ie_engine.ssl.model import CheckpointError, backbone_digest, build_backbone
+
+    net, _ = build_backbone("resnet18", 16)
+    state = net.state_dict()
+    path = tmp_path / "base.pt"
+    torch.save(state, path)
+    reads: list[str] = []
+
+    def counting(p: Any) -> str:
+        reads.append(str(p))
+        return backbone_digest(p)
+
+    monkeypatch.setattr(arms, "backbone_digest", counting)
+    arms._digest_of.cache_clear()
+    first = arms.base_digest(path)
+    assert first == backbone_digest(path)
+    assert arms.base_digest(str(path)) == first
+    assert len(reads) == 1
+    changed = {k: v.clone() for k, v in state.items()}
+    changed["conv1.weight"][0, 0, 0, 0] += 1.0
+    torch.save(changed, path)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert arms.base_digest(path) != first
+    assert len(reads) == 2
+    with pytest.raises(CheckpointError, match="cannot read"):
+        arms.base_digest(tmp_path / "missing.pt")
