@@ -64,6 +64,10 @@ def add_parsers(sub: Any) -> None:
                    help="rewrite the generated block of this README's Benchmark section")
     b.add_argument("--report-only", action="store_true",
                    help="only rebuild summary.json, plots (and --readme) from finished runs")
+    b.add_argument("--carry", type=Path, default=None, metavar="SUMMARY",
+                   help="with --report-only: carry into the report the targets of an earlier "
+                        "summary.json that have no runs in --out (same run settings only; the "
+                        "table says which)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -102,8 +106,10 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from ie_engine.progress import TqdmProgress
 
     out: Path = args.out or Path("runs") / ("bench-quick" if args.quick else "bench")
+    if args.carry is not None and not args.report_only:
+        raise ConfigError("--carry goes with --report-only")
     if args.report_only:
-        write_report(out, readme=args.readme, say=_say)
+        write_report(out, readme=args.readme, say=_say, carry=args.carry)
         print(out / "summary.json")
         return 0
     plan = quick_plan() if args.quick else BenchPlan()

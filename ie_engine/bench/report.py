@@ -152,6 +152,46 @@ def summarise(
     return out
 
 
+def carry_targets(summary: dict[str, Any], earlier: dict[str, Any], source: str) -> list[str]:
+    """Copy into ``summary`` the targets of an ``earlier`` summary that have no runs in it
+    (per section: from the base, from scratch), and recompute the checks over both. Returns
+    the targets carried; each is recorded under ``summary["carried"]`` with where it came from
+    and the base model it started from, so the table can say so.
+
+    Only a summary made with the same run settings can be carried: arms run with other
+    iterations, queries or steps would sit in one table as if they were comparable."""
+    from ie_engine.errors import ConfigError
+
+    def plan_of(s: dict[str, Any]) -> Any:
+        plan = s.get("settings", {}).get("plan", {})
+        return None if "arm" not in plan else {"arm": plan["arm"], "pretrain": plan.get("pretrain")}
+
+    mine, theirs = plan_of(summary), plan_of(earlier)
+    if mine is None or theirs is None or mine != theirs:
+        raise ConfigError(f"cannot carry targets from {source}: its runs used other settings "
+                          f"({theirs}) than these ({mine})")
+    carried: list[str] = []
+    for key in ("targets", "from_scratch"):
+        for target, arms in earlier.get(key, {}).items():
+            if target in summary.setdefault(key, {}):
+                continue
+            summary[key][target] = arms
+            summary[key] = dict(sorted(summary[key].items()))
+            if target not in carried:
+                carried.append(target)
+    if carried:
+        record = summary.setdefault("carried", {})
+        for target in carried:
+            record[target] = {
+                "from": source,
+                "base_checkpoint": earlier.get("base_checkpoint"),
+                "base_digest": earlier.get("base_digest"),
+                "machine": earlier.get("machine"),
+            }
+        summary["checks"] = check_targets(summary)
+    return carried
+
+
 def _check(name: str, holds: bool | None, detail: str) -> dict[str, Any]:
     return {"target": name, "holds": holds, "detail": detail}
 
@@ -294,6 +334,10 @@ def checks_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _digest_text(digest: str | None) -> str:
+    return f"backbone weights `{digest[:19]}…`" if digest else "backbone digest not recorded"
+
+
 def readme_section(summary: dict[str, Any], plots: dict[str, str]) -> str:
     """The generated part of the README's Benchmark section (between the markers)."""
     s = summary
@@ -309,10 +353,17 @@ def readme_section(summary: dict[str, Any], plots: dict[str, str]) -> str:
                         f"- {target}, {arm} vs {other}: {t['a_only']} target images right only "
                         f"with {arm}, {t['b_only']} only with {other} (seeds {t['seeds']} "
                         f"pooled); McNemar exact p = {t['p_value']}")
+    carried = [
+        f"- {t}: carried over from `{c['from']}` (base model "
+        f"{_digest_text(c.get('base_digest'))}); its runs' result files are not in this folder"
+        for t, c in s.get("carried", {}).items()]
     parts = [
         README_START,
         f"Settings: {s.get('settings_line', '')}",
         "",
+        f"Base model: {_digest_text(s.get('base_digest'))}.",
+        "",
+        *([*carried, ""] if carried else []),
         results_table(s),
         "",
         "Paired test on the final leave-one-out kNN predictions:",

@@ -25,9 +25,24 @@ from typing import Any
 
 import torch
 
-from ie_engine.bench.arms import ARMS, Arm, ArmSettings, Init, Target, arm_config, run_arm
+from ie_engine.bench.arms import (
+    ARMS,
+    Arm,
+    ArmSettings,
+    Init,
+    Target,
+    arm_config,
+    base_digest,
+    run_arm,
+)
 from ie_engine.bench.pool import RunJob, WorldSpec, build_world, run_jobs
-from ie_engine.bench.report import plot_target, readme_section, summarise, update_readme
+from ie_engine.bench.report import (
+    carry_targets,
+    plot_target,
+    readme_section,
+    summarise,
+    update_readme,
+)
 from ie_engine.bench.targets import (
     BUILTIN_TARGETS,
     BenchTarget,
@@ -35,6 +50,7 @@ from ie_engine.bench.targets import (
     load_custom_target,
 )
 from ie_engine.bench.throughput import measure_download_ratio, measure_train_ratio
+from ie_engine.errors import ConfigError
 from ie_engine.imaging import to_uint8_tensor_batch
 from ie_engine.pretrain import PretrainSettings, pretrain_base
 from ie_engine.search import CorpusIndex, serve_in_background
@@ -122,14 +138,24 @@ def collect_results(out_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out_dir / "runs").glob("*/*/*/result.json"))]
 
 
-def write_report(out_dir: Path, *, readme: Path | None, say: Say) -> dict[str, Any]:
+def write_report(out_dir: Path, *, readme: Path | None, say: Say,
+                 carry: Path | None = None) -> dict[str, Any]:
     """(Re)build ``summary.json`` and the plots from the run folders; update the README's
-    generated block when ``readme`` is given. Returns the summary."""
+    generated block when ``readme`` is given. ``carry``: an earlier ``summary.json`` whose
+    targets with no runs here are carried into this one (same run settings only). Returns the
+    summary."""
     meas_file = out_dir / "measurements.json"
     measurements = json.loads(meas_file.read_text()) if meas_file.is_file() else {}
     meta_file = out_dir / "bench.json"
     extra = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     summary = summarise(collect_results(out_dir), measurements, extra)
+    if carry is not None:
+        try:
+            earlier = json.loads(carry.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the summary to carry, {carry}: {exc}") from exc
+        for target in carry_targets(summary, earlier, carry.as_posix()):
+            say(f"{target}: carried over from {carry}")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     plots: dict[str, str] = {}
     for target in sorted(set(summary["targets"]) | set(summary["from_scratch"])):
@@ -228,6 +254,7 @@ def run_bench(
             f"vocabulary {len(vocab)} WordNet nouns; base model {plan.pretrain.steps} steps"),
         "machine": _machine(),
         "base_checkpoint": base,
+        "base_digest": f"sha256:{base_digest(base)}" if base else None,
         "jobs": jobs,
     }
     (out_dir / "bench.json").write_text(json.dumps(bench_meta, indent=1, default=str))

@@ -223,7 +223,8 @@ def test_loo_tie_goes_to_the_nearest_voter() -> None:
 # ------------------------------------------------------------------------------------ summary
 
 
-def _fake_run(arm: str, seed: int, *, init: str = "base", knn: float = 0.5) -> dict[str, Any]:
+def _fake_run(arm: str, seed: int, *, init: str = "base", knn: float = 0.5,
+              target: str = "clipart-heldout") -> dict[str, Any]:
     web = arm != "target-only"
     prec = {"explore": 0.5, "random": 0.1, "label-set": 0.7}.get(arm)
     its: list[dict[str, Any]] = [
@@ -237,7 +238,7 @@ def _fake_run(arm: str, seed: int, *, init: str = "base", knn: float = 0.5) -> d
             "seconds": {"train": 2.0, "download": 1.0 if web else 0.0},
         })
     return {
-        "fingerprint": {"target": "clipart-heldout"}, "arm": arm, "seed": seed, "init": init,
+        "fingerprint": {"target": target}, "arm": arm, "seed": seed, "init": init,
         "iterations": its, "final_knn_loo": knn, "final_knn_splits_mean": knn - 0.02,
         "linear_probe_mean": 0.6, "linear_probe_sd": 0.02, "wall_seconds": 10.0,
         "loo_correct": [True, seed % 2 == 0, arm == "explore", False],
@@ -288,6 +289,54 @@ def test_summary_has_the_issue_shape_and_checks(tmp_path: Path) -> None:
     assert text.startswith("# T\n\nintro\n\n## Benchmark\n\nbefore\n") and text.endswith("after\n")
     assert "| clipart-heldout | base | explore | 5 | 60.0 (0.0)" in text
     assert "stale table" not in text and "![clipart-heldout](docs/p.png)" in text
+
+
+def test_a_report_carries_targets_without_runs_from_an_earlier_summary(tmp_path: Path) -> None:
+    from ie_engine.bench.suite import write_report
+    from ie_engine.errors import ConfigError
+
+    settings = {"plan": {"arm": {"iterations": 5, "steps": 10}, "pretrain": {"steps": 800}}}
+    arms = ("explore", "random", "target-only", "label-set")
+    earlier = summarise([_fake_run(a, s, knn={"explore": 0.6}.get(a, 0.5))
+                         for a in arms for s in range(5)],
+                        {}, {"settings": settings, "base_checkpoint": "/old/base.pt"})
+    earlier_file = tmp_path / "earlier.json"
+    earlier_file.write_text(json.dumps(earlier))
+    out = tmp_path / "bench"
+    for a in arms:
+        for s in range(3):
+            run = out / "runs" / "tuxpaint-photos" / "base" / f"{a}-s{s}"
+            run.mkdir(parents=True)
+            (run / "result.json").write_text(json.dumps(
+                _fake_run(a, s, target="tuxpaint-photos", knn=0.45)))
+    (out / "bench.json").write_text(json.dumps(
+        {"settings": settings, "settings_line": "full", "base_digest": "sha256:" + "ab" * 32}))
+    said: list[str] = []
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n{README_START}\n{README_END}\n")
+    summary = write_report(out, readme=readme, say=said.append, carry=earlier_file)
+    assert list(summary["targets"]) == ["clipart-heldout", "tuxpaint-photos"]
+    assert summary["targets"]["clipart-heldout"] == earlier["targets"]["clipart-heldout"]
+    assert summary["carried"]["clipart-heldout"]["base_checkpoint"] == "/old/base.pt"
+    assert "tuxpaint-photos" not in summary.get("carried", {})
+    checked = {c["target"].split(":")[0] for c in summary["checks"]}
+    assert {"clipart-heldout", "tuxpaint-photos"} <= checked
+    assert json.loads((out / "summary.json").read_text())["carried"]
+    assert (out / "plots" / "clipart-heldout.png").is_file()
+    text = readme.read_text()
+    assert "- clipart-heldout: carried over from" in text
+    assert "backbone weights `sha256:abababababab" in text
+    assert "| tuxpaint-photos | base | explore | 3 | 45.0" in text
+    assert any("carried over" in m for m in said)
+    # Runs made with other settings are not put in one table with these.
+    other = json.loads(earlier_file.read_text())
+    other["settings"]["plan"]["arm"]["steps"] = 4
+    earlier_file.write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match="other settings"):
+        write_report(out, readme=None, say=said.append, carry=earlier_file)
+    earlier_file.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        write_report(out, readme=None, say=said.append, carry=earlier_file)
 
 
 # ------------------------------------------------------------------------ one tiny real arm run
