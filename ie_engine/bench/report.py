@@ -182,7 +182,8 @@ def carry_targets(summary: dict[str, Any], earlier: dict[str, Any], source: str)
     if carried:
         record = summary.setdefault("carried", {})
         for target in carried:
-            record[target] = {
+            # A target the earlier summary had carried itself keeps its first record.
+            record[target] = earlier.get("carried", {}).get(target) or {
                 "from": source,
                 "base_checkpoint": earlier.get("base_checkpoint"),
                 "base_digest": earlier.get("base_digest"),

@@ -328,6 +328,14 @@ def test_a_report_carries_targets_without_runs_from_an_earlier_summary(tmp_path:
     assert "backbone weights `sha256:abababababab" in text
     assert "| tuxpaint-photos | base | explore | 3 | 45.0" in text
     assert any("carried over" in m for m in said)
+    # Carried again (from the report just made, into a folder of other runs): the target
+    # keeps the record of where it first came from.
+    again = tmp_path / "again"
+    (again / "runs").mkdir(parents=True)
+    (again / "bench.json").write_text(json.dumps({"settings": settings, "base_checkpoint": "/x"}))
+    twice = write_report(again, readme=None, say=said.append, carry=out / "summary.json")
+    assert twice["carried"]["clipart-heldout"] == summary["carried"]["clipart-heldout"]
+    assert twice["carried"]["tuxpaint-photos"]["base_digest"] == "sha256:" + "ab" * 32
     # Runs made with other settings are not put in one table with these.
     other = json.loads(earlier_file.read_text())
     other["settings"]["plan"]["arm"]["steps"] = 4
