@@ -335,6 +335,16 @@ def checks_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _machine_text(summary: dict[str, Any]) -> str:
+    m = summary.get("machine") or {}
+    if not m:
+        return "not recorded"
+    load = m.get("load_average_at_start")
+    return (f"{m.get('cpus')} CPU cores, GPU {m.get('gpu') or 'none'}, torch {m.get('torch')}, "
+            f"Python {m.get('python')}, {m.get('platform')}"
+            + (f"; load average at start {load[0]}" if load else ""))
+
+
 def _digest_text(digest: str | None) -> str:
     return f"backbone weights `{digest[:19]}…`" if digest else "backbone digest not recorded"
 
@@ -362,7 +372,7 @@ def readme_section(summary: dict[str, Any], plots: dict[str, str]) -> str:
         README_START,
         f"Settings: {s.get('settings_line', '')}",
         "",
-        f"Base model: {_digest_text(s.get('base_digest'))}.",
+        f"Base model: {_digest_text(s.get('base_digest'))}. Machine: {_machine_text(s)}.",
         "",
         *([*carried, ""] if carried else []),
         results_table(s),

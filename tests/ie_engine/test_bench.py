@@ -310,7 +310,9 @@ def test_a_report_carries_targets_without_runs_from_an_earlier_summary(tmp_path:
             (run / "result.json").write_text(json.dumps(
                 _fake_run(a, s, target="tuxpaint-photos", knn=0.45)))
     (out / "bench.json").write_text(json.dumps(
-        {"settings": settings, "settings_line": "full", "base_digest": "sha256:" + "ab" * 32}))
+        {"settings": settings, "settings_line": "full", "base_digest": "sha256:" + "ab" * 32,
+         "machine": {"cpus": 2, "gpu": None, "torch": "2.x", "python": "3.11",
+                     "platform": "Linux", "load_average_at_start": [1.5, 1.0, 1.0]}}))
     said: list[str] = []
     readme = tmp_path / "README.md"
     readme.write_text(f"# T\n{README_START}\n{README_END}\n")
@@ -326,6 +328,7 @@ def test_a_report_carries_targets_without_runs_from_an_earlier_summary(tmp_path:
     text = readme.read_text()
     assert "- clipart-heldout: carried over from" in text
     assert "backbone weights `sha256:abababababab" in text
+    assert "Machine: 2 CPU cores, GPU none, torch 2.x" in text
     assert "| tuxpaint-photos | base | explore | 3 | 45.0" in text
     assert any("carried over" in m for m in said)
     # Carried again (from the report just made, into a folder of other runs): the target
