@@ -109,8 +109,9 @@ def _digest_of(path: str, mtime_ns: int, size: int) -> str:
 def base_digest(path: str | Path) -> str:
     """:func:`backbone_digest` of a base checkpoint, read once per file version in a process
     (every run of a benchmark names its base by it; the file is about 45 MB)."""
-    st = Path(path).stat() if Path(path).exists() else None
-    if st is None:
+    try:
+        st = Path(path).stat()
+    except OSError:
         return backbone_digest(path)  # raises the checkpoint error that says what is missing
     return _digest_of(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 

@@ -176,9 +176,9 @@ def carry_targets(summary: dict[str, Any], earlier: dict[str, Any], source: str)
             if target in summary.setdefault(key, {}):
                 continue
             summary[key][target] = arms
-            summary[key] = dict(sorted(summary[key].items()))
             if target not in carried:
                 carried.append(target)
+        summary[key] = dict(sorted(summary[key].items()))
     if carried:
         record = summary.setdefault("carried", {})
         for target in carried:
