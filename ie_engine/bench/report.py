@@ -385,7 +385,10 @@ def readme_section(summary: dict[str, Any], plots: dict[str, str]) -> str:
         f"in a bare PyTorch loop (ratio {tr.get('ratio')}; median per-round ratio "
         f"{tr.get('median_ratio')}). Downloader: {dl.get('downloader_ips')} images/s against "
         f"{dl.get('minimal_ips')} for a minimal aiohttp + Pillow loop on the same loopback "
-        f"server and {dl.get('count')} OpenClipart PNGs (ratio {dl.get('ratio')}).",
+        f"server and {dl.get('count')} OpenClipart PNGs (ratio {dl.get('ratio')})"
+        + (f"; against {dl['minimal_on_white_ips']} for that loop when it also puts transparent "
+           f"pixels on white, as the downloader does (ratio {dl.get('on_white_ratio')})."
+           if dl.get("minimal_on_white_ips") else "."),
         "",
         checks_table(s),
         "",

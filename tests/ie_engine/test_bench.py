@@ -252,7 +252,8 @@ def test_summary_has_the_issue_shape_and_checks(tmp_path: Path) -> None:
                for a in ("explore", "random", "target-only", "label-set") for s in range(5)]
     results += [_fake_run("explore", 0, init="scratch")]
     meas = {"train": {"ratio": 0.95, "trainer_ips": 30, "bare_ips": 31.6},
-            "download": {"ratio": 0.8, "downloader_ips": 300.0, "minimal_ips": 375.0}}
+            "download": {"ratio": 0.8, "downloader_ips": 300.0, "minimal_ips": 375.0,
+                         "minimal_on_white_ips": 330.0, "on_white_ratio": 0.909}}
     summary = json.loads(json.dumps(summarise(results, meas, {"settings_line": "x"})))
     assert summary["train_throughput_ratio_vs_bare"] == 0.95
     assert summary["download_images_per_second"] == 300.0
@@ -289,6 +290,9 @@ def test_summary_has_the_issue_shape_and_checks(tmp_path: Path) -> None:
     assert text.startswith("# T\n\nintro\n\n## Benchmark\n\nbefore\n") and text.endswith("after\n")
     assert "| clipart-heldout | base | explore | 5 | 60.0 (0.0)" in text
     assert "stale table" not in text and "![clipart-heldout](docs/p.png)" in text
+    assert "against 375.0 for a minimal aiohttp + Pillow loop" in text
+    assert "against 330.0 for that loop when it also puts transparent pixels on white" in text
+    assert "(ratio 0.909)." in text
 
 
 def test_a_report_carries_targets_without_runs_from_an_earlier_summary(tmp_path: Path) -> None:
