@@ -32,16 +32,27 @@ RESERVE_NAME: Final = "disk-reserve"
 MIB: Final = 1024 * 1024
 
 
+PG_DISK_FULL: Final = "53100"
+"""PostgreSQL's SQLSTATE ``disk_full`` (psycopg raises it as ``psycopg.errors.DiskFull``, an
+``OperationalError`` like an unreachable server)."""
+
+
 def disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` means the disk is full: ``ENOSPC``/``EDQUOT``, or SQLite's
-    ``SQLITE_FULL`` ("database or disk is full") as SQLAlchemy raises it."""
+    """Whether ``exc`` means the disk is full: ``ENOSPC``/``EDQUOT``, SQLite's ``SQLITE_FULL``
+    ("database or disk is full") or PostgreSQL's ``disk_full`` as SQLAlchemy raises them."""
     if isinstance(exc, OSError):
         return exc.errno in NO_SPACE
     if isinstance(exc, DBAPIError):
-        orig = exc.orig
-        return isinstance(orig, sqlite3.Error) and \
-            getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        return store_disk_full(exc)
     return False
+
+
+def store_disk_full(exc: DBAPIError) -> bool:
+    """Whether the SQL store refused ``exc``'s statement because its disk is full."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == PG_DISK_FULL
 
 
 class DiskReserve:

@@ -11,7 +11,8 @@ The one retry policy of the worker, and the one place its errors are mapped:
 * another worker holds the run's lease (:class:`~worker.lease.Held`: a second delivery of a
   message whose first is still at work): the message is sent again for when the lease runs
   out, without counting as a retry; the work is then found done and repeated not;
-* the disk is full (``ENOSPC``, ``EDQUOT``, or SQLite's "database or disk is full"; also a step
+* the disk is full (``ENOSPC``, ``EDQUOT``, SQLite's "database or disk is full" or PostgreSQL's
+  ``disk_full``, told apart from an unreachable server by its SQLSTATE; also a step
   that finds the disk reserve gone and no room to make it again, :mod:`worker.disk`): the
   reserve is deleted and the run ``paused`` with the reason as its error, to be resumed from
   its last checkpoint once there is room (the pause waits for room if the store refuses it);
@@ -69,7 +70,7 @@ def _run_step(task: Task, step: str, run_id: int, iteration: int | None) -> str:
             task.name, args=[run_id, iteration], countdown=exc.retry_in + 0.5)
         return "held by another worker"
     except TRANSIENT as exc:
-        if disk_full(exc):  # SQLite on a full disk
+        if disk_full(exc):  # SQLite on a full disk, or PostgreSQL's server
             return _paused_full(runtime, run_id, step, exc)
         runtime.forget(run_id)
         if task.request.retries >= MAX_RETRIES:
@@ -107,7 +108,10 @@ def _paused_full(runtime: Runtime, run_id: int, step: str, exc: Exception) -> st
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
     else:
-        where = f" ({normalise_url(runtime.settings.database_url).database or 'the store'})"
+        url = normalise_url(runtime.settings.database_url)
+        name = url.database or "the store"
+        where = (f" (the PostgreSQL server of database {name})"
+                 if url.get_backend_name() == "postgresql" else f" ({name})")
     steps.out_of_space(runtime, run_id, f"paused: the disk is full{where} during {step}; "
                                         "free some space, then resume the run")
     return "paused: disk full"

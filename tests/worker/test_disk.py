@@ -34,6 +34,20 @@ def test_full_disk_errors_are_told_apart() -> None:
     assert not disk_full(other.value)
 
 
+def test_postgresql_disk_full_is_told_apart_from_an_unreachable_server() -> None:
+    import psycopg
+
+    # psycopg's own classes: a server whose disk is full answers SQLSTATE 53100.
+    full = OperationalError("INSERT ...", {}, psycopg.errors.DiskFull(
+        "could not extend file \"base/16384/16385\": No space left on device"))
+    down = OperationalError("SELECT 1", {}, psycopg.OperationalError(
+        "connection to server at \"127.0.0.1\", port 5432 failed: Connection refused"))
+    assert psycopg.errors.DiskFull.sqlstate == "53100"
+    assert disk_full(full)
+    assert not disk_full(down)
+    assert not disk_full(OperationalError("SELECT 1", {}, psycopg.errors.QueryCanceled("x")))
+
+
 def test_the_reserve_is_made_once_and_released(tmp_path) -> None:
     reserve = DiskReserve(tmp_path / "data", 2 * MIB)
     reserve.ensure()

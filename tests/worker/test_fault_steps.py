@@ -157,6 +157,27 @@ class Crash(BaseException):
     """The process dies here (nothing after it runs, no handler catches it)."""
 
 
+def test_postgresql_out_of_disk_pauses_the_run_instead_of_retrying_it(
+        embedded, world, monkeypatch):
+    import psycopg
+
+    settings, factory = embedded
+    with factory() as session:
+        run_id = queue_run(session, settings, world["target"], iterations=2).id
+    rt = Runtime(settings)
+    monkeypatch.setattr(worker.runtime, "get_runtime", lambda: rt)
+
+    def server_disk_full(*_a, **_k):
+        raise OperationalError("INSERT INTO images ...", {}, psycopg.errors.DiskFull(
+            'could not extend file "base/16384/16385": No space left on device'))
+
+    monkeypatch.setattr(worker.steps, "fetch_step", server_disk_full)
+    assert _run_step(task("ie.fetch"), "fetch", run_id, None) == "paused: disk full"
+    st, error = status(factory, run_id)
+    assert st == RunStatus.PAUSED
+    assert "disk is full" in error and "during fetch" in error and "resume" in error
+
+
 def test_a_checkpoint_write_cut_before_its_rename_leaves_the_previous_one(
         embedded, world, monkeypatch):
     settings, factory = embedded
