@@ -340,7 +340,9 @@ def _machine_text(summary: dict[str, Any]) -> str:
     if not m:
         return "not recorded"
     load = m.get("load_average_at_start")
-    return (f"{m.get('cpus')} CPU cores, GPU {m.get('gpu') or 'none'}, torch {m.get('torch')}, "
+    cpu = ", ".join(str(x) for x in (m.get("cpu_model"), m.get("cpu_capability")) if x)
+    return (f"{m.get('cpus')} CPU cores" + (f" ({cpu})" if cpu else "")
+            + f", GPU {m.get('gpu') or 'none'}, torch {m.get('torch')}, "
             f"Python {m.get('python')}, {m.get('platform')}"
             + (f"; load average at start {load[0]}" if load else ""))
 

@@ -107,9 +107,24 @@ def quick_plan() -> BenchPlan:
     )
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux), or None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        # The kernels torch picks (e.g. AVX2, AVX512): the same code, data and seed give other
+        # weights where they differ, so a base model is named by its digest, not its settings.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,

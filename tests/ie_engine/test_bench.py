@@ -489,3 +489,16 @@ def test_base_digest_reads_a_file_once_and_again_when_it_changes(
     assert len(reads) == 2
     with pytest.raises(CheckpointError, match="cannot read"):
         arms.base_digest(tmp_path / "missing.pt")
+
+
+def test_the_machine_line_names_the_cpu_and_the_kernels_torch_picked() -> None:
+    from ie_engine.bench.report import _machine_text
+    from ie_engine.bench.suite import _machine
+
+    m = _machine()
+    assert m["cpus"] >= 1
+    assert isinstance(m["cpu_capability"], str) and m["cpu_capability"]  # e.g. AVX2, AVX512
+    text = _machine_text({"machine": {**m, "cpu_model": "Xeon X", "cpu_capability": "AVX512"}})
+    assert text.startswith(f"{m['cpus']} CPU cores (Xeon X, AVX512), GPU ")
+    old = _machine_text({"machine": {"cpus": 2, "gpu": None, "torch": "2.x"}})
+    assert old.startswith("2 CPU cores, GPU none, torch 2.x")
