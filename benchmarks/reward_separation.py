@@ -1,18 +1,19 @@
 """Does the image reward tell relevant web images from the rest, before any exploration?
 
-    .venv/bin/python benchmarks/reward_separation.py [--sample 2000] [--checkpoint FILE]
-                                                     [--steps N] [--concepts N] [--reference N]
+    .venv/bin/python benchmarks/reward_separation.py [--base NAME ...] [--size PX]
+                          [--sample 2000] [--steps N] [--concepts N] [--reference N]
 
 The whole method rests on this: a web image's reward (mean cosine similarity to its 15 nearest
 target images, METHOD.md step 5) must rank images of the target's kind above the others, or the
 policy has nothing to follow. For each built-in benchmark target, this embeds a seeded random
 sample of the offline web (the target's own held-out images excluded) and the target, and prints
-the reward's AUROC for relevant against other web images (0.5 = no better than chance) in three
-feature spaces: the cached base model (``ie pretrain``; or ``--checkpoint``), the same network
-with random weights, and 16 x 16 average-pooled pixels (a floor any learned feature should
-beat); and in the base model's features whitened as the loop whitens them (RewardConfig.whiten)
-on a reference of ``--reference`` other web images (seeded, disjoint from the sample). Needs
-``ie corpus build`` and the base model; prints a JSON object.
+the reward's AUROC for relevant against other web images (0.5 = no better than chance) in the
+features of every base given with ``--base`` (default: every base of ``ie bases`` available
+here; ``scratch`` is the same network with random weights), plain and whitened as the loop
+whitens them (RewardConfig.whiten) on a reference of ``--reference`` other web images (seeded,
+disjoint from the sample), beside 16 x 16 average-pooled pixels (a floor any learned feature
+should beat). Each base is measured at its cpu-small crop size (``--size`` overrides). Needs
+``ie corpus build``; prints a JSON object, and the README's table on stderr.
 
 ``--concepts N`` also measures what the policy sees: for N concepts drawn (seeded) from the whole
 WordNet vocabulary, each lemma is searched in the offline web as the benchmark's queries are
@@ -28,9 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,11 +51,13 @@ from ie_engine.bench.targets import (
 )
 from ie_engine.config import RewardConfig, VocabularyConfig
 from ie_engine.imaging import to_uint8_tensor_batch
-from ie_engine.pretrain import PretrainSettings, decode_item, pretrain_base
+from ie_engine.pretrain import PretrainSettings, decode_item, pretrain_base_path
 from ie_engine.reward import image_rewards, whitener
 from ie_engine.search import CorpusIndex
 from ie_engine.search.corpus import CorpusItem
 from ie_engine.ssl import SSLTrainer
+from ie_engine.ssl.bases import BASES, BaseUnavailable, apply_base, resolve_base
+from ie_engine.ssl.model import backbone_digest
 from ie_engine.target import load_target
 from ie_engine.vocabulary import MiniLMEmbedder, build_vocabulary
 
@@ -117,14 +123,33 @@ def _concept_row(spec: BenchTarget, hits: list[list[CorpusItem]], reward: dict[s
     }
 
 
+def base_trainer(name: str, *, data_dir: Path, offline_ssl: Path | None,
+                 size: int | None) -> tuple[SSLTrainer | None, str]:
+    """A trainer holding base ``name`` at the cpu-small settings (its crop size, unless
+    ``size``), or None and the reason it is not available here."""
+    try:
+        base = resolve_base(name, data_dir=data_dir, offline_ssl=offline_ssl)
+    except BaseUnavailable as exc:
+        return None, str(exc)
+    cfg = arm_config(ArmSettings(), arm="explore", seed=0, init_checkpoint=None, host=None)
+    train = apply_base(cfg.train, base)
+    if size is not None:
+        train = replace(train, image_size=size)
+    digest = backbone_digest(base.checkpoint)[:12] if base.checkpoint else "random"
+    return SSLTrainer(train, seed=0), f"{train.arch}, {train.image_size} px, weights {digest}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", type=Path,
                     default=Path.home() / ".cache" / "internet-explorer")
     ap.add_argument("--sample", type=int, default=2000, help="web images per target")
-    ap.add_argument("--checkpoint", type=Path, help="a base model file (default: the cached one)")
-    ap.add_argument("--steps", type=int, default=400,
-                    help="steps of the cached base model (`ie pretrain --steps N`)")
+    ap.add_argument("--base", action="append", default=[],
+                    help="a base to measure (repeatable; default: every base available here)")
+    ap.add_argument("--size", type=int, help="crop size for every base (default: each base's "
+                    "cpu-small size)")
+    ap.add_argument("--steps", type=int, default=800,
+                    help="steps of the offline-ssl base (`ie pretrain --steps N`)")
     ap.add_argument("--concepts", type=int, default=0,
                     help="also measure the concept-level reward on this many concepts")
     ap.add_argument("--reference", type=int, default=2000,
@@ -132,67 +157,97 @@ def main() -> None:
     ap.add_argument("--shrink", type=float, default=RewardConfig().whiten_shrink,
                     help="the whitening's shrinkage (RewardConfig.whiten_shrink)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
     index = CorpusIndex.load(args.data_dir / "corpus")
     specs = {n: build_builtin_target(n, index.items, args.data_dir / "bench-targets" / n)
              for n in BUILTIN_TARGETS}
     held = frozenset().union(*(s.heldout_ids for s in specs.values()))
-    base = args.checkpoint or pretrain_base(
+    offline_ssl = pretrain_base_path(
         corpus_dir=args.data_dir / "corpus", data_dir=args.data_dir,
         settings=PretrainSettings(steps=args.steps, num_threads=None), exclude_ids=held)
-    cfg = arm_config(ArmSettings(), arm="explore", seed=0, init_checkpoint=str(base), host=None)
-    size, max_px = cfg.download.stored_size, cfg.download.max_pixels
-    nets = {"base model": SSLTrainer(cfg.train, seed=0),
-            "random weights": SSLTrainer(
-                arm_config(ArmSettings(), arm="explore", seed=0, init_checkpoint=None,
-                           host=None).train, seed=0)}
+    names = args.base or list(BASES)
+    cfg = arm_config(ArmSettings(), arm="explore", seed=0, init_checkpoint=None, host=None)
+    decode_size, max_px = max(cfg.download.stored_size, 128), cfg.download.max_pixels
     web_items = [it for it in index.items if it.id not in held]
-    out: dict[str, object] = {"base": str(base), "sample": args.sample}
+    out: dict[str, object] = {"sample": args.sample, "bases": {}}
     web_index = CorpusIndex.load(args.data_dir / "corpus", exclude_ids=held)
-    concept_set: list[str] = []
+    concept_set = _concept_sample(args.data_dir, args.concepts) if args.concepts else []
     # The sample and, disjoint from it, the whitening's reference: one seeded permutation.
     order = np.random.default_rng(0).permutation(len(web_items))
     picked, rest = order[: args.sample], order[args.sample : args.sample + args.reference]
-    ref_arrays = [a for a in (decode_item(web_items[int(i)], size, max_px) for i in rest)
-                  if a is not None]
-    reference = nets["base model"].embed(torch.from_numpy(to_uint8_tensor_batch(ref_arrays, size)))
-    white = whitener(reference, shrink=args.shrink)
-    maps = {"plain": lambda x: x, "whitened": white}
-    out["reference"] = len(ref_arrays)
+
+    def pixels(items: list[CorpusItem]) -> tuple[torch.Tensor, list[CorpusItem]]:
+        arrays, kept = [], []
+        for item in items:
+            img = decode_item(item, decode_size, max_px)
+            if img is not None:
+                arrays.append(img)
+                kept.append(item)
+        return torch.from_numpy(to_uint8_tensor_batch(arrays, decode_size)), kept
+
+    reference, _ = pixels([web_items[int(i)] for i in rest])
+    sample, sample_items = pixels([web_items[int(i)] for i in picked])
+    targets = {name: torch.from_numpy(to_uint8_tensor_batch(load_target(
+        spec.image_dir, max_pixels=max_px, size=decode_size).images, decode_size))
+        for name, spec in specs.items()}
+    out["reference"] = len(reference)
+    rows: dict[str, object] = {}
     for name, spec in specs.items():
-        t0 = time.perf_counter()
-        arrays, relevant = [], []
-        for i in picked:
-            item = web_items[int(i)]
-            img = decode_item(item, size, max_px)
-            if img is None:
-                continue
-            arrays.append(img)
-            relevant.append(bool(relevant_classes(item.category, item.also_in, spec.relevance)))
-        web = torch.from_numpy(to_uint8_tensor_batch(arrays, size))
-        target = torch.from_numpy(to_uint8_tensor_batch(
-            load_target(spec.image_dir, max_pixels=max_px, size=size).images, size))
-        y = np.array(relevant)
-        auroc = {label: round(float(roc_auc_score(
-            y, image_rewards(net.embed(web), net.embed(target), k=15).numpy())), 3)
-            for label, net in nets.items()}
-        auroc["base model, whitened"] = round(float(roc_auc_score(y, image_rewards(
-            white(nets["base model"].embed(web)), white(nets["base model"].embed(target)),
-            k=15).numpy())), 3)
-        auroc["16x16 pixels"] = round(float(roc_auc_score(
-            y, image_rewards(pixels16(web), pixels16(target), k=15).numpy())), 3)
-        result: dict[str, object] = {
+        y = np.array([bool(relevant_classes(it.category, it.also_in, spec.relevance))
+                      for it in sample_items])
+        rows[name] = {
             "web_images": len(y), "relevant_share": round(float(y.mean()), 3),
-            "target_images": len(target), "reward_auroc": auroc,
-            "seconds": round(time.perf_counter() - t0, 1)}
-        out[name] = result
-        if args.concepts:
-            t0 = time.perf_counter()
-            concept_set = concept_set or _concept_sample(args.data_dir, args.concepts)
-            row = concept_separation(web_index, spec, nets["base model"], target, concept_set,
-                                     size=size, max_pixels=max_px, maps=maps)
-            result["concept_level"] = {**row, "seconds": round(time.perf_counter() - t0, 1)}
+            "target_images": len(targets[name]),
+            "16x16 pixels": round(float(roc_auc_score(y, image_rewards(
+                pixels16(sample), pixels16(targets[name]), k=15).numpy())), 3)}
+    out["targets"] = rows
+    for base_name in names:
+        t0 = time.perf_counter()
+        net, about = base_trainer(base_name, data_dir=args.data_dir, offline_ssl=offline_ssl,
+                                  size=args.size)
+        entry: dict[str, object] = {"about": about}
+        out["bases"][base_name] = entry  # type: ignore[index]
+        if net is None:
+            continue
+        white = whitener(net.embed(reference), shrink=args.shrink)
+        maps = {"plain": lambda x: x, "whitened": white}
+        web = net.embed(sample)
+        for name, spec in specs.items():
+            y = np.array([bool(relevant_classes(it.category, it.also_in, spec.relevance))
+                          for it in sample_items])
+            target = net.embed(targets[name])
+            row: dict[str, object] = {
+                f"image_auroc_{label}": round(float(roc_auc_score(
+                    y, image_rewards(f(web), f(target), k=15).numpy())), 3)
+                for label, f in maps.items()}
+            if concept_set:
+                row["concept_level"] = concept_separation(
+                    web_index, spec, net, targets[name], concept_set, size=decode_size,
+                    max_pixels=max_px, maps=maps)
+            entry[name] = row
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"{base_name}: {json.dumps(entry)}", file=sys.stderr, flush=True)
     print(json.dumps(out, indent=1))
+    print(table(out), file=sys.stderr)
+
+
+def table(out: dict[str, Any]) -> str:
+    """The README's table: one row per available base and target."""
+    lines = ["| base | target | image AUROC plain | whitened | concept AUROC (whitened) | "
+             "relevant share, top 10% of concepts by reward / all (whitened) |",
+             "|---|---|---|---|---|---|"]
+    for base_name, entry in out["bases"].items():
+        for target, row in entry.items():
+            if not isinstance(row, dict):
+                continue
+            level = (row.get("concept_level") or {}).get("whitened") or {}
+            top, every = (level.get("relevant_share_top10pct_by_reward"),
+                          level.get("relevant_share_all"))
+            ratio = f"{top:.3f} / {every:.3f} = {top / every:.2f}x" if top and every else "-"
+            lines.append(f"| {base_name} ({entry['about']}) | {target} | "
+                         f"{row['image_auroc_plain']} | {row['image_auroc_whitened']} | "
+                         f"{level.get('concept_reward_auroc', '-')} | {ratio} |")
+    return "\n".join(lines)
 
 
 def _concept_sample(data_dir: Path, n: int) -> list[str]:

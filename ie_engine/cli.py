@@ -67,7 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
                    help="web engines: answer every search and every image download from "
                         "RUN_DIR's cache, never online")
-    e.add_argument("--init-checkpoint", default=None, help="backbone weights to start from")
+    e.add_argument("--base", default=None, metavar="NAME",
+                   help="where the backbone starts (`ie bases` lists them; default: the "
+                        "preset's); a base published online is fetched once into the cache")
+    e.add_argument("--init-checkpoint", default=None,
+                   help="backbone weights to start from (the same as --base file:PATH)")
     e.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -78,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     from ie_engine.export.command import add_parsers as add_export_parsers
 
     add_export_parsers(sub)  # ie export model|dataset|report|compare
+
+    bs = sub.add_parser("bases", help="the bases a run can start from, and whether each is here")
+    bsub = bs.add_subparsers(dest="bases_command")
+    bf = bsub.add_parser("fetch", help="download a base's weights into the cache (online)")
+    bf.add_argument("name")
 
     d = sub.add_parser("demo-target", help="make the demo target folder (Tux Paint photos)")
     d.add_argument("--out", type=Path, required=True)
@@ -115,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             from ie_engine.export.command import run_export_command
 
             return run_export_command(args)
+        if args.command == "bases":
+            return _bases(args)
         if args.command == "demo-target":
             from ie_engine.demo_targets import make_tuxpaint_target
 
@@ -206,6 +217,7 @@ def _explore(args: argparse.Namespace) -> int:
     from ie_engine.plots import plot_curves, plot_top_concepts
     from ie_engine.progress import TqdmProgress
     from ie_engine.search import HttpSearchEngine
+    from ie_engine.ssl.bases import with_base
     from ie_engine.target import load_target
     from ie_engine.vocabulary import (
         MiniLMEmbedder,
@@ -234,9 +246,13 @@ def _explore(args: argparse.Namespace) -> int:
                        or cfg.policy.queries_per_iteration),
         search=replace(cfg.search, results_per_query=args.per_query
                        or cfg.search.results_per_query),
-        train=replace(cfg.train, steps_per_iteration=args.steps or cfg.train.steps_per_iteration,
-                      init_checkpoint=args.init_checkpoint),
+        train=replace(cfg.train, steps_per_iteration=args.steps or cfg.train.steps_per_iteration),
     ).validate()
+    if args.init_checkpoint and args.base:
+        raise ExplorerError("give --base or --init-checkpoint, not both")
+    base = f"file:{args.init_checkpoint}" if args.init_checkpoint else args.base
+    cfg = with_base(cfg, base, data_dir=args.data_dir)
+    _say(f"base: {cfg.train.base} ({cfg.train.arch}, {cfg.train.image_size} px)")
 
     run_dir = args.run_dir or Path("runs") / f"{args.target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.resume and not (run_dir / "checkpoint.pt").exists():
@@ -354,6 +370,33 @@ def _explore(args: argparse.Namespace) -> int:
     plot_top_concepts(run_dir, run_dir / "plots" / "top_concepts.png")
     _say(f"done: {json.dumps(final)}")
     print(f"run folder: {run_dir.resolve()}")
+    return 0
+
+
+def _bases(args: argparse.Namespace) -> int:
+    from ie_engine.ssl.bases import (
+        fetch_base,
+        latest_offline_ssl,
+        list_bases,
+        resolve_base,
+        spec_of,
+    )
+
+    if args.bases_command == "fetch":
+        spec = spec_of(args.name)
+        path = fetch_base(spec, data_dir=args.data_dir)
+        resolve_base(args.name, data_dir=args.data_dir)  # checks the file reads as weights
+        print(path)
+        return 0
+    rows = list_bases(data_dir=args.data_dir, offline_ssl=latest_offline_ssl(args.data_dir))
+    width = max(len(r.spec.name) for r in rows)
+    for row in rows:
+        state = "available" if row.available else "missing"
+        print(f"{row.spec.name:<{width}}  {state:<9}  {row.spec.arch:<12}  {row.spec.summary}")
+        print(f"{'':<{width}}  {row.reason}" + (f" ({row.path})" if row.available and row.path
+                                                 else ""))
+    print(f"{'file:PATH':<{width}}  {'':<9}  {'':<12}  a local weights file in any layout "
+          "(ours, MoCo v3, torchvision, EfficientNet-Lite)")
     return 0
 
 

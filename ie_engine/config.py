@@ -140,9 +140,25 @@ class DownloadConfig:
 class TrainConfig:
     """Self-supervised training (MoCo v3 style)."""
 
-    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    arch: Literal["resnet18", "resnet50", "effnet-lite0"] = "resnet18"
+    """The backbone (``ssl.model.build_backbone``); a base fixes it (``ssl.bases``)."""
+    base: str = "scratch"
+    """Where the backbone's weights start: a name of ``ssl.bases.BASES`` (``scratch``: random
+    weights; ``imagenet-effnet-lite0``: the packaged ImageNet weights; ``moco-v3-resnet50``,
+    ``torchvision-*``, ``offline-ssl``: a file that ``init_checkpoint`` names once the base is
+    resolved) or ``file:PATH``. Recorded in the run's files as it is."""
+    input_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    """Per-channel mean subtracted from [0, 1] pixels before the backbone (the base's own:
+    ImageNet's for ResNets, 0.5 for EfficientNet-Lite, trained on [-1, 1] inputs)."""
+    input_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    """Per-channel standard deviation the pixels are divided by (the base's own)."""
     image_size: int = 64
     """Crop size fed to the network (pixels)."""
+    frozen_stages: int = 0
+    """Leading backbone stages kept as the base made them (no gradient, BatchNorm statistics
+    fixed): 1 = the stem, 2 = the stem and the first stage of blocks, ...
+    (``ssl.model.backbone_stages``). On a CPU most of a step's time is the backward pass through
+    the early, high-resolution stages; a base that already sees well keeps them."""
     batch_size: int = 64
     steps_per_iteration: int = 60
     """Optimiser steps per exploration iteration [paper: 10 epochs]."""

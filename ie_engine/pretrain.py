@@ -232,6 +232,20 @@ def _shorter_states(folder: Path, key: str, steps: int) -> list[Path]:
     return sorted((p for p in found if _state_steps(p) < steps), key=_state_steps, reverse=True)
 
 
+def pretrain_base_path(
+    *,
+    corpus_dir: Path,
+    data_dir: Path,
+    settings: PretrainSettings = PretrainSettings(),
+    exclude_ids: frozenset[str] = frozenset(),
+) -> Path:
+    """Where :func:`pretrain_base` keeps (or would keep) this base: the ``offline-ssl`` base's
+    file, which exists once ``ie pretrain`` has made it. Trains nothing."""
+    index = CorpusIndex.load(corpus_dir)
+    key = pretrain_key(settings, index, exclude_ids)
+    return data_dir / "pretrain" / f"base-{key}-{settings.steps}.pt"
+
+
 def pretrain_base(
     *,
     corpus_dir: Path,
@@ -307,5 +321,5 @@ def pretrain_base(
     return ckpt
 
 
-__all__ = ["PretrainSettings", "corpus_pixels", "decode_item", "pretrain_base", "pretrain_key",
-           "train_resumable"]
+__all__ = ["PretrainSettings", "corpus_pixels", "decode_item", "pretrain_base",
+           "pretrain_base_path", "pretrain_key", "train_resumable"]

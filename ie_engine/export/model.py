@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,20 @@ CROP_FRACTION = 0.875
 class Embedder(nn.Module):
     """Evaluation preprocessing + backbone + L2 normalisation, scriptable."""
 
-    def __init__(self, backbone: nn.Module, image_size: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_size: int,
+        *,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.image_size = image_size
         self.short_side = max(image_size, round(image_size / CROP_FRACTION))
-        self.mean = list(IMAGENET_MEAN)
-        self.std = list(IMAGENET_STD)
+        self.mean = [float(v) for v in mean]
+        self.std = [float(v) for v in std]
 
     def forward(self, images: Tensor) -> Tensor:
         """uint8 (0-255) or float (0-1) ``(B, 3, H, W)`` RGB -> float ``(B, D)`` unit rows."""
@@ -125,7 +133,9 @@ def export_model(run_dir: Path, out: Path, *, run: RunData | None = None) -> Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(backbone.state_dict(), out / "backbone.pt")
-    embedder = Embedder(backbone, size).eval()
+    mean = tuple(train_cfg.get("input_mean") or IMAGENET_MEAN)
+    std = tuple(train_cfg.get("input_std") or IMAGENET_STD)
+    embedder = Embedder(backbone, size, mean=mean, std=std).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         scripted = torch.jit.script(embedder)
@@ -135,9 +145,13 @@ def export_model(run_dir: Path, out: Path, *, run: RunData | None = None) -> Pat
     info = {
         "format": "ie-model/1",
         "arch": train_cfg["arch"],
+        "base": train_cfg.get("base", "scratch"),
+        "base_digest": state.get("base_digest"),
+        "input_mean": list(mean),
+        "input_std": list(std),
         "image_size": size,
         "feature_dim": dim,
-        "small_image_stem": size <= 48,
+        "small_image_stem": size <= 48 and str(train_cfg["arch"]).startswith("resnet"),
         "preset": run.config.get("preset"),
         "mode": run.config.get("mode"),
         "seed": run.config.get("seed"),
@@ -159,6 +173,15 @@ def usage_snippet(info: dict[str, Any]) -> str:
     """Python that loads both files and embeds one image (run by the tests as written)."""
     stem = ("net.conv1 = torch.nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)\n"
             "net.maxpool = torch.nn.Identity()\n") if info["small_image_stem"] else ""
+    if info["arch"] == "effnet-lite0":
+        build = ("# or the state dict in timm's EfficientNet-Lite0 (preprocess as the TorchScript "
+                 "file does)\nimport timm\n\n"
+                 'net = timm.create_model("tf_efficientnet_lite0", pretrained=False, '
+                 "num_classes=0)\n")
+    else:
+        build = (f"# or the state dict in a torchvision {info['arch']} (preprocess as the "
+                 f"TorchScript file does)\nnet = torchvision.models.{info['arch']}(weights=None)\n"
+                 "net.fc = torch.nn.Identity()\n")
     return f'''import torch
 import torchvision
 from PIL import Image
@@ -171,10 +194,7 @@ embedder = torch.jit.load("embedder.torchscript.pt")
 with torch.no_grad():
     features = embedder(image)  # (1, {info["feature_dim"]}), unit length
 
-# or the state dict in a torchvision {info["arch"]} (preprocess as the TorchScript file does)
-net = torchvision.models.{info["arch"]}(weights=None)
-net.fc = torch.nn.Identity()
-{stem}net.load_state_dict(torch.load("backbone.pt", map_location="cpu"))
+{build}{stem}net.load_state_dict(torch.load("backbone.pt", map_location="cpu"))
 net.eval()
 '''
 
@@ -197,6 +217,9 @@ def model_card(run: RunData, info: dict[str, Any]) -> str:
         + (f", {target['images']} images" if target.get("images") else "")
         + (f", classes {', '.join(target['classes'])} (evaluation only)"
            if target.get("classes") else ""),
+        f"- started from the base `{info.get('base', 'scratch')}`"
+        + (f" (backbone weights sha256 `{info['base_digest'][:12]}...`)"
+           if info.get("base_digest") else ""),
         f"- preset `{info['preset']}`, mode `{info['mode']}`, seed {info['seed']}",
         f"- {info['iterations']} iterations, {info['training_steps']} optimiser steps",
         f"- web images: {info['images_downloaded']} downloaded, {info['images_kept']} kept "

@@ -1,7 +1,8 @@
 """Batched, seedable image augmentations for MoCo v3 training, and the evaluation transform.
 
 Every function takes a ``uint8`` batch ``(N, 3, H, W)`` (on any device) and returns a
-``float32`` batch ``(N, 3, S, S)`` normalised with the ImageNet mean and standard deviation.
+``float32`` batch ``(N, 3, S, S)`` normalised with the base's mean and standard deviation
+(ImageNet's unless told otherwise).
 
 The training pipeline is the MoCo v3 / BYOL one, drawn independently per image and per view:
 
@@ -53,11 +54,16 @@ def _check_batch(images: Tensor) -> None:
         raise ValueError(f"expected uint8 images, got {images.dtype}")
 
 
-def normalize(x: Tensor) -> Tensor:
-    """``(N, 3, S, S)`` floats in [0, 1] -> ImageNet-normalised floats (same shape)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+Stats = tuple[float, float, float]
+"""Per-channel (R, G, B) mean or standard deviation of a base's input normalisation."""
+
+
+def normalize(x: Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
+    """``(N, 3, S, S)`` floats in [0, 1] -> ``(x - mean) / std`` per channel (same shape);
+    ImageNet's statistics unless the base was trained with others."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
@@ -197,6 +203,8 @@ def augment_view(
     generator: torch.Generator,
     min_crop_area: float = 0.2,
     blur_probability: float = 0.0,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
 ) -> Tensor:
     """One augmented view of every image: uint8 ``(N, 3, H, W)`` -> float ``(N, 3, size, size)``.
 
@@ -240,19 +248,30 @@ def augment_view(
         kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
         sel_dev = sel.to(dev)
         x[sel_dev] = _gaussian_blur(x[sel_dev], sigma[sel], kernel)
-    return normalize(x).contiguous()
+    return normalize(x, mean, std).contiguous()
 
 
 class TwoViewAugment:
     """MoCo v3's two views of a batch: uint8 ``(N, 3, H, W)`` -> two float ``(N, 3, S, S)``.
 
-    ``blur`` None = on when ``size >= 96`` (p = 1.0 first view, 0.1 second view).
+    ``blur`` None = on when ``size >= 96`` (p = 1.0 first view, 0.1 second view); ``mean`` and
+    ``std``: the base's input normalisation.
     """
 
-    def __init__(self, size: int, *, min_crop_area: float = 0.2, blur: bool | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        min_crop_area: float = 0.2,
+        blur: bool | None = None,
+        mean: Stats = IMAGENET_MEAN,
+        std: Stats = IMAGENET_STD,
+    ) -> None:
         if not 0 < min_crop_area <= 1:
             raise ValueError("min_crop_area must be in (0, 1]")
         self.size = size
+        self.mean = mean
+        self.std = std
         self.min_crop_area = min_crop_area
         self.blur = size >= BLUR_MIN_SIZE if blur is None else blur
 
@@ -263,6 +282,8 @@ class TwoViewAugment:
             generator=generator,
             min_crop_area=self.min_crop_area,
             blur_probability=1.0 if self.blur else 0.0,
+            mean=self.mean,
+            std=self.std,
         )
         v2 = augment_view(
             images,
@@ -270,16 +291,25 @@ class TwoViewAugment:
             generator=generator,
             min_crop_area=self.min_crop_area,
             blur_probability=0.1 if self.blur else 0.0,
+            mean=self.mean,
+            std=self.std,
         )
         return v1, v2
 
 
-def eval_transform(images: Tensor, size: int, *, crop_fraction: float = 0.875) -> Tensor:
+def eval_transform(
+    images: Tensor,
+    size: int,
+    *,
+    crop_fraction: float = 0.875,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+) -> Tensor:
     """Deterministic evaluation view: uint8 ``(N, 3, H, W)`` -> float ``(N, 3, size, size)``.
 
     Resizes the shorter side to ``round(size / crop_fraction)`` (bilinear, anti-aliased), takes
-    the centre ``size`` x ``size`` crop and normalises (the usual 224-of-256 ImageNet protocol,
-    scaled).
+    the centre ``size`` x ``size`` crop and normalises with ``mean`` and ``std`` (the usual
+    224-of-256 ImageNet protocol, scaled).
     """
     _check_batch(images)
     if not 0 < crop_fraction <= 1:
@@ -297,13 +327,14 @@ def eval_transform(images: Tensor, size: int, *, crop_fraction: float = 0.875) -
     top = (new_h - size) // 2
     left = (new_w - size) // 2
     x = x[:, :, top : top + size, left : left + size]
-    return normalize(x).contiguous()
+    return normalize(x, mean, std).contiguous()
 
 
 __all__ = [
     "BLUR_MIN_SIZE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Stats",
     "TwoViewAugment",
     "adjust_brightness",
     "adjust_contrast",

@@ -1,18 +1,18 @@
-"""The MoCo v3 network: a torchvision ResNet backbone, a projection MLP, a prediction MLP and a
-momentum (EMA) copy of backbone + projection.
+"""The MoCo v3 network: a ResNet or EfficientNet-Lite backbone, a projection MLP, a prediction
+MLP and a momentum (EMA) copy of backbone + projection.
 
 Shapes, for a batch of ``B`` images of ``S`` x ``S`` pixels:
 
 * backbone: ``(B, 3, S, S)`` float -> ``(B, F)`` global-average-pooled features, ``F`` = 512
-  (ResNet-18) or 2048 (ResNet-50);
+  (ResNet-18), 2048 (ResNet-50) or 1280 (EfficientNet-Lite0);
 * projection: ``(B, F)`` -> ``(B, P)`` with ``P = TrainConfig.proj_dim``;
 * predictor: ``(B, P)`` -> ``(B, P)``.
 
-Small images (``S <= 48``) get a small-image stem: the 7x7 stride-2 convolution and the 3x3
-stride-2 max-pool of the ImageNet ResNet divide the resolution by 4 before the first residual
-stage, and the stages divide it by 8 more, so a 32 px image would be 1x1 at the last stage. The
-small stem is a single 3x3 stride-2 convolution and no max-pool: 32 px ends 2x2, like 64 px with
-the ImageNet stem, at the same cost per pixel of the first stage.
+Small images (``S <= 48``) get a small-image stem (ResNets only): the 7x7 stride-2 convolution
+and the 3x3 stride-2 max-pool of the ImageNet ResNet divide the resolution by 4 before the first
+residual stage, and the stages divide it by 8 more, so a 32 px image would be 1x1 at the last
+stage. The small stem is a single 3x3 stride-2 convolution and no max-pool: 32 px ends 2x2, like
+64 px with the ImageNet stem, at the same cost per pixel of the first stage.
 
 Above 48 px the ImageNet stem stays, a deliberate trade for CPU time. Measured for one
 ``cpu-small`` training step (ResNet-18, batch 64 at 64 px, two views, forward + backward +
@@ -27,7 +27,6 @@ import copy
 import hashlib
 import logging
 import os
-from typing import Any
 
 import torch
 from lightly.models.modules.heads import ProjectionHead
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 
 from ie_engine.errors import CheckpointError
+from ie_engine.ssl.layouts import backbone_state
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,31 @@ def stem_stride(image_size: int) -> int | None:
     return 2
 
 
-def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
-    """A randomly initialised torchvision ResNet without its classifier (no download).
+ARCHS = ("resnet18", "resnet50", "effnet-lite0")
+"""Backbones :func:`build_backbone` knows."""
 
-    Returns ``(backbone, feature_dim)``; ``backbone`` maps ``(B, 3, S, S)`` to ``(B, feature_dim)``.
+
+def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
+    """A randomly initialised backbone without its classifier (nothing is downloaded):
+    torchvision's ResNet-18 / ResNet-50, or timm's EfficientNet-Lite0 (``tf_efficientnet_lite0``:
+    TensorFlow's "same" padding and BatchNorm epsilon, so the packaged ImageNet weights give the
+    features they were trained to give).
+
+    Returns ``(backbone, feature_dim)``; ``backbone`` maps ``(B, 3, S, S)`` to ``(B, feature_dim)``
+    (512, 2048 and 1280 global-average-pooled features).
     """
+    if arch == "effnet-lite0":
+        import timm  # imported here: only this backbone needs it
+
+        effnet: nn.Module = timm.create_model("tf_efficientnet_lite0", pretrained=False,
+                                              num_classes=0)
+        return effnet, int(getattr(effnet, "num_features"))  # noqa: B009 (typed as Tensor|Module)
     if arch == "resnet18":
         net = resnet18(weights=None)
     elif arch == "resnet50":
         net = resnet50(weights=None)
     else:
-        raise ValueError(f"unknown arch {arch!r}; choose resnet18 or resnet50")
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     stride = stem_stride(image_size)
     if stride is not None:
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -117,6 +131,23 @@ class Encoder(nn.Module):
         return out
 
 
+def backbone_stages(backbone: nn.Module) -> list[list[nn.Module]]:
+    """The backbone's stages from the input on: the stem, then each stage of blocks (ResNet:
+    ``layer1`` .. ``layer4``; EfficientNet-Lite: ``blocks[0]`` .. ``blocks[6]``, then the head
+    convolution). :attr:`TrainConfig.frozen_stages` counts in these."""
+    def part(name: str) -> nn.Module:
+        module = getattr(backbone, name)
+        assert isinstance(module, nn.Module)
+        return module
+
+    if hasattr(backbone, "conv_stem"):
+        blocks = part("blocks")
+        return [[part("conv_stem"), part("bn1")], *[[b] for b in blocks.children()],
+                [part("conv_head"), part("bn2")]]
+    return [[part("conv1"), part("bn1")], [part("layer1")], [part("layer2")], [part("layer3")],
+            [part("layer4")]]
+
+
 class MoCoV3(nn.Module):
     """The online network (``encoder`` + ``predictor``) and its momentum copy.
 
@@ -125,9 +156,17 @@ class MoCoV3(nn.Module):
     parameters; its BatchNorm running statistics come from its own forward passes).
     """
 
-    def __init__(self, arch: str, image_size: int, *, hidden_dim: int, proj_dim: int) -> None:
+    def __init__(
+        self, arch: str, image_size: int, *, hidden_dim: int, proj_dim: int, frozen_stages: int = 0
+    ) -> None:
         super().__init__()
         backbone, feature_dim = build_backbone(arch, image_size)
+        stages = backbone_stages(backbone)
+        if not 0 <= frozen_stages < len(stages):
+            raise ValueError(f"frozen_stages must be in [0, {len(stages) - 1}] for {arch}")
+        self.frozen: list[nn.Module] = [m for stage in stages[:frozen_stages] for m in stage]
+        for module in self.frozen:
+            module.requires_grad_(False)
         self.feature_dim = feature_dim
         self.encoder = Encoder(backbone, projection_mlp(feature_dim, hidden_dim, proj_dim))
         self.predictor = prediction_mlp(proj_dim, hidden_dim)
@@ -140,8 +179,27 @@ class MoCoV3(nn.Module):
         return self.encoder.backbone
 
     def online_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimiser updates: encoder and predictor (not the momentum copy)."""
-        return [*self.encoder.parameters(), *self.predictor.parameters()]
+        """Parameters the optimiser updates: encoder and predictor (not the momentum copy, not
+        the frozen stages)."""
+        return [p for p in (*self.encoder.parameters(), *self.predictor.parameters())
+                if p.requires_grad]
+
+    def train(self, mode: bool = True) -> MoCoV3:
+        """As :meth:`nn.Module.train`, but the frozen stages stay in eval mode: their
+        BatchNorm layers keep the base's running statistics (standard fine-tuning practice),
+        so a frozen stage computes exactly what the base computed."""
+        super().train(mode)
+        frozen = {id(m) for m in self.frozen}
+        for online in self.frozen:
+            online.eval()
+        # The momentum copy's counterparts: same module paths under momentum_encoder.
+        names = {id(m): n for n, m in self.encoder.named_modules()}
+        by_name = dict(self.momentum_encoder.named_modules())
+        for module_id in frozen:
+            twin = by_name.get(names.get(module_id, ""))
+            if twin is not None:
+                twin.eval()
+        return self
 
     def query(self, x: Tensor) -> Tensor:
         """``(B, 3, S, S)`` -> ``(B, P)``: online encoder then predictor."""
@@ -164,28 +222,13 @@ class MoCoV3(nn.Module):
         self.momentum_encoder.load_state_dict(self.encoder.state_dict())
 
 
-def _backbone_state_from(obj: Any, path: str) -> dict[str, Tensor]:
-    if isinstance(obj, dict) and isinstance(obj.get("backbone"), dict):
-        obj = obj["backbone"]
-    if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(
-            f"{path}: expected a backbone state dict (or a dict with a 'backbone' key), "
-            f"found {type(obj).__name__}"
-        )
-    state: dict[str, Tensor] = {}
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, Tensor):
-            raise CheckpointError(f"{path}: entry {key!r} is not a named tensor")
-        state[key] = value
-    return state
-
-
 def _read_backbone_state(name: str) -> dict[str, Tensor]:
+    """The backbone tensors of a checkpoint file in any layout of :mod:`ie_engine.ssl.layouts`."""
     try:
         obj = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as exc:  # any read or unpickling failure: an unusable file
         raise CheckpointError(f"cannot read backbone checkpoint {name}: {exc}") from exc
-    return _backbone_state_from(obj, name)
+    return backbone_state(obj, name)[1]
 
 
 def backbone_digest(path: str | os.PathLike[str]) -> str:
@@ -204,8 +247,10 @@ def backbone_digest(path: str | os.PathLike[str]) -> str:
 def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike[str]) -> list[str]:
     """Load backbone weights from a local file into ``backbone`` (``strict=False``).
 
-    The file holds a backbone state dict, or a dict with such a state dict under ``"backbone"``.
-    Keys prefixed ``module.`` (DataParallel) or ``backbone.`` are accepted. Returns the backbone
+    The file is in any layout of :mod:`ie_engine.ssl.layouts`: our own (a backbone state dict,
+    or one under ``"backbone"``; keys prefixed ``module.`` or ``backbone.`` are accepted), the
+    official MoCo v3 checkpoint, torchvision's ImageNet weights, or the packaged
+    EfficientNet-Lite port. Returns the backbone
     keys that the file did not provide (logged as a warning when there are any).
 
     Raises :class:`CheckpointError` when the file is missing or unreadable, holds no state dict,
@@ -250,10 +295,12 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | os.PathLike[str]) 
 
 
 __all__ = [
+    "ARCHS",
     "SMALL_IMAGE_MAX",
     "Encoder",
     "MoCoV3",
     "backbone_digest",
+    "backbone_stages",
     "build_backbone",
     "load_backbone_checkpoint",
     "prediction_mlp",

@@ -52,16 +52,41 @@ def _check_config(config: TrainConfig) -> None:
         raise ConfigError("lr must not be negative")
 
 
+def base_checkpoint(config: TrainConfig) -> str | None:
+    """The weights file the backbone starts from: ``init_checkpoint``, else the packaged file
+    of a packaged base, else None for ``scratch``. Raises :class:`BaseUnavailable` for a base
+    whose file was never resolved (``ssl.bases.resolve_base`` names what to put where)."""
+    if config.init_checkpoint:
+        return config.init_checkpoint
+    if config.base == "scratch":
+        return None
+    from ie_engine.ssl.bases import BaseUnavailable, packaged_base, spec_of
+
+    if spec_of(config.base).source != "packaged":
+        raise BaseUnavailable(
+            f"base {config.base!r} has no weights file in this configuration; resolve it "
+            "first (`ie bases` says where its file goes)"
+        )
+    resolved = packaged_base(config.base)
+    return str(resolved.checkpoint) if resolved.checkpoint is not None else None
+
+
 def build_model(config: TrainConfig, seed: int) -> MoCoV3:
     """The network of ``config``, initialised from ``seed`` without touching the global RNG,
-    then from ``config.init_checkpoint`` (backbone only; the momentum copy follows)."""
+    then from its base's weights (:func:`base_checkpoint`; backbone only, the momentum copy
+    follows)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MoCoV3(
-            config.arch, config.image_size, hidden_dim=config.hidden_dim, proj_dim=config.proj_dim
+            config.arch,
+            config.image_size,
+            hidden_dim=config.hidden_dim,
+            proj_dim=config.proj_dim,
+            frozen_stages=config.frozen_stages,
         )
-    if config.init_checkpoint:
-        load_backbone_checkpoint(model.backbone, config.init_checkpoint)
+    checkpoint = base_checkpoint(config)
+    if checkpoint:
+        load_backbone_checkpoint(model.backbone, checkpoint)
         model.sync_momentum()
     return model
 
@@ -124,6 +149,7 @@ def _loss(model: MoCoV3, v1: Tensor, v2: Tensor, momentum: float, temperature: f
 
 __all__ = [
     "SGD_MOMENTUM",
+    "base_checkpoint",
     "build_model",
     "build_optimizer",
     "resolve_device",

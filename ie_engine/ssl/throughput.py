@@ -61,7 +61,9 @@ def bare_train_throughput(
     optimizer = build_optimizer(model, config)
     batch = _repeat_to(images, config.batch_size).to(device)
     generator = torch.Generator().manual_seed(seed)
-    v1, v2 = TwoViewAugment(config.image_size, min_crop_area=config.min_crop_area)(batch, generator)
+    augment = TwoViewAugment(config.image_size, min_crop_area=config.min_crop_area,
+                             mean=config.input_mean, std=config.input_std)
+    v1, v2 = augment(batch, generator)
     views = (prec.prepare(v1), prec.prepare(v2))
     start = 0.0
     for i in range(warmup + steps):

@@ -113,14 +113,20 @@ class SSLTrainer:
             model = model.to(memory_format=torch.channels_last)
         self.model: MoCoV3 = model
         self.optimizer = build_optimizer(self.model, config)
-        self.augment = TwoViewAugment(config.image_size, min_crop_area=config.min_crop_area)
+        self.augment = TwoViewAugment(
+            config.image_size,
+            min_crop_area=config.min_crop_area,
+            mean=config.input_mean,
+            std=config.input_std,
+        )
         self.generator = torch.Generator().manual_seed(seed)
         self.global_step = 0
         """Optimiser steps taken so far (over all :meth:`train` calls, resumes included)."""
 
     @property
     def feature_dim(self) -> int:
-        """Width ``D`` of :meth:`embed`'s rows (512 for ResNet-18, 2048 for ResNet-50)."""
+        """Width ``D`` of :meth:`embed`'s rows (512 ResNet-18, 2048 ResNet-50, 1280
+        EfficientNet-Lite0)."""
         return self.model.feature_dim
 
     # -- training ---------------------------------------------------------------------------
@@ -224,7 +230,12 @@ class SSLTrainer:
         out: list[Tensor] = []
         try:
             for chunk in images.split(batch_size):
-                x = eval_transform(chunk.to(self.device), self.config.image_size)
+                x = eval_transform(
+                    chunk.to(self.device),
+                    self.config.image_size,
+                    mean=self.config.input_mean,
+                    std=self.config.input_std,
+                )
                 with self._precision.autocast():
                     feats = self.model.backbone(self._precision.prepare(x))
                 out.append(F.normalize(feats.float(), dim=1).cpu())
