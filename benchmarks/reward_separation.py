@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from ie_engine.bases import BASES, BaseUnavailable, apply_base, resolve_base
 from ie_engine.bench.arms import ArmSettings, arm_config
 from ie_engine.bench.targets import (
     BUILTIN_TARGETS,
@@ -56,7 +57,6 @@ from ie_engine.reward import image_rewards, whitener
 from ie_engine.search import CorpusIndex
 from ie_engine.search.corpus import CorpusItem
 from ie_engine.ssl import SSLTrainer
-from ie_engine.ssl.bases import BASES, BaseUnavailable, apply_base, resolve_base
 from ie_engine.ssl.model import backbone_digest
 from ie_engine.target import load_target
 from ie_engine.vocabulary import MiniLMEmbedder, build_vocabulary

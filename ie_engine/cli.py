@@ -210,6 +210,7 @@ def embed_vocabulary(data_dir: Path, *, concrete_only: bool = False, roots: tupl
 def _explore(args: argparse.Namespace) -> int:
     import torch
 
+    from ie_engine.bases import with_base
     from ie_engine.config import make_config
     from ie_engine.evaluate import knn_accuracy, linear_probe_accuracy
     from ie_engine.explorer import Explorer
@@ -217,7 +218,6 @@ def _explore(args: argparse.Namespace) -> int:
     from ie_engine.plots import plot_curves, plot_top_concepts
     from ie_engine.progress import TqdmProgress
     from ie_engine.search import HttpSearchEngine
-    from ie_engine.ssl.bases import with_base
     from ie_engine.target import load_target
     from ie_engine.vocabulary import (
         MiniLMEmbedder,
@@ -374,7 +374,7 @@ def _explore(args: argparse.Namespace) -> int:
 
 
 def _bases(args: argparse.Namespace) -> int:
-    from ie_engine.ssl.bases import (
+    from ie_engine.bases import (
         fetch_base,
         latest_offline_ssl,
         list_bases,

@@ -60,7 +60,7 @@ def base_checkpoint(config: TrainConfig) -> str | None:
         return config.init_checkpoint
     if config.base == "scratch":
         return None
-    from ie_engine.ssl.bases import BaseUnavailable, packaged_base, spec_of
+    from ie_engine.bases import BaseUnavailable, packaged_base, spec_of
 
     if spec_of(config.base).source != "packaged":
         raise BaseUnavailable(

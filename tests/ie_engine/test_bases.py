@@ -15,11 +15,8 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from ie_engine.cli import main as ie_main
-from ie_engine.config import TrainConfig, make_config
-from ie_engine.errors import CheckpointError, ConfigError
-from ie_engine.ssl import SSLTrainer
-from ie_engine.ssl.bases import (
+from ie_engine.bases import (
+    BASES,
     BaseSpec,
     BaseUnavailable,
     apply_base,
@@ -30,6 +27,10 @@ from ie_engine.ssl.bases import (
     resolve_base,
     with_base,
 )
+from ie_engine.cli import main as ie_main
+from ie_engine.config import TrainConfig, make_config
+from ie_engine.errors import CheckpointError, ConfigError
+from ie_engine.ssl import SSLTrainer
 from ie_engine.ssl.layouts import detect_layout, effnet_lite_to_timm
 from ie_engine.ssl.model import MoCoV3, build_backbone, load_backbone_checkpoint
 
@@ -109,18 +110,17 @@ def test_effnet_lite_mapping_refuses_unknown_keys() -> None:
 
 
 def test_list_bases_offline_says_what_to_put_where(tmp_path: Path) -> None:
-    rows = {r.spec.name: r for r in list_bases(data_dir=tmp_path, hub_dir=tmp_path / "hub")}
+    rows = {r.spec.name: r for r in list_bases(data_dir=tmp_path)}
     assert rows["imagenet-effnet-lite0"].available
     assert rows["scratch"].available
     moco = rows["moco-v3-resnet50"]
     assert not moco.available and moco.path == tmp_path / "bases" / "r-50-1000ep.pth.tar"
     assert "needs the weights file" in moco.reason and str(moco.path) in moco.reason
     tv = rows["torchvision-resnet50"]
-    assert not tv.available and tv.path == tmp_path / "hub" / "checkpoints" / \
-        "resnet50-11ad3fa6.pth"
+    assert not tv.available and tv.path == tmp_path / "bases" / "resnet50-11ad3fa6.pth"
     assert str(tv.path) in tv.reason
     assert not rows["offline-ssl"].available and "ie pretrain" in rows["offline-ssl"].reason
-    with pytest.raises(BaseUnavailable, match="r-50-1000ep.pth.tar"):
+    with pytest.raises(BaseUnavailable, match=r"r-50-1000ep\.pth\.tar"):
         resolve_base("moco-v3-resnet50", data_dir=tmp_path)
     with pytest.raises(ConfigError, match="unknown base"):
         base_status("imagenet", data_dir=tmp_path)
@@ -292,11 +292,32 @@ def test_a_cached_torchvision_file_is_used_without_the_network(
         raise AssertionError("the network was touched")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    hub = tmp_path / "hub"
-    path = hub / "checkpoints" / "resnet18-f37072fd.pth"
+    path = tmp_path / "bases" / "resnet18-f37072fd.pth"
     path.parent.mkdir(parents=True)
     torch.save(_resnet18_state(6), path)
-    resolved = resolve_base("torchvision-resnet18", data_dir=tmp_path, hub_dir=hub)
+    resolved = resolve_base("torchvision-resnet18", data_dir=tmp_path)
     assert resolved.checkpoint == path and resolved.arch == "resnet18"
     net, _ = build_backbone("resnet18", 64)
     assert load_backbone_checkpoint(net, path) == []
+
+
+def test_torchvision_specs_name_torchvisions_own_files() -> None:
+    from torchvision import models
+
+    for name in ("torchvision-resnet50", "torchvision-resnet18"):
+        spec = BASES[name]
+        enum_name, member = str(spec.torchvision_weights).split(".")
+        url = getattr(getattr(models, enum_name), member).url
+        assert spec.url == url and url.endswith("/" + str(spec.file_name))
+
+
+def test_the_bases_module_imports_no_torch() -> None:
+    """The web app lists the bases; it never imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ie_engine.bases as b; b.list_bases(data_dir=__import__('pathlib')"
+            ".Path('.')); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"

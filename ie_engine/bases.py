@@ -1,5 +1,8 @@
 """Bases: where a run's backbone weights start, and whether this machine has them.
 
+This module imports no torch (the web app lists the bases from it); loading is done by
+``ssl.model`` and ``ssl.layouts``.
+
 The method follows its reward, and the reward is only as good as the features it is computed in
 (README, "Bases"): a base whose features group images by what they show is what makes the
 exploration targeted. Each base names a backbone, its input normalisation and where its weights
@@ -15,7 +18,8 @@ name                      backbone        weights
                                           (``r-50-1000ep.pth.tar``, CC-BY-NC 4.0), fetched once
                                           into the cache or put there by hand
 ``torchvision-resnet50``  ResNet-50       torchvision's ImageNet weights (``IMAGENET1K_V2``),
-                                          through its weights API and its cache
+                                          the file its weights API names, fetched into the
+                                          bases cache with torch's hash check
 ``torchvision-resnet18``  ResNet-18       torchvision's ImageNet weights (``IMAGENET1K_V1``)
 ``offline-ssl``           ResNet-18       ``ie pretrain``: MoCo v3 from scratch on the offline
                                           corpus (the file is made on this machine)
@@ -27,7 +31,7 @@ name                      backbone        weights
 :func:`resolve_base` turns a name into the trainer settings (:func:`apply_base`), fetching a
 missing file only when asked to (``fetch=True``), never silently. A fetched file is checked
 against its SHA-256 before it replaces anything: torchvision's files by the hash prefix in their
-names (torch's own check), ours by :attr:`BaseSpec.sha256` when the publisher gives one, else
+names (torch's own check), the others by :attr:`BaseSpec.sha256` when the publisher gives one, else
 by the digest recorded at the first fetch (``FILE.sha256`` beside it), which every later load
 compares.
 """
@@ -78,7 +82,8 @@ class BaseSpec:
     package: str | None = None
     """``packaged``: the Python package that carries the file."""
     torchvision_weights: str | None = None
-    """``torchvision``: ``"ResNet50_Weights.IMAGENET1K_V2"``."""
+    """``torchvision``: the weights' name in torchvision (``"ResNet50_Weights.IMAGENET1K_V2"``),
+    whose URL and file name the spec repeats (a test checks they agree)."""
     license: str = ""
 
 
@@ -101,12 +106,18 @@ BASES: dict[str, BaseSpec] = {
         BaseSpec(
             "torchvision-resnet50", "resnet50", "torchvision",
             "torchvision's supervised ImageNet ResNet-50 (IMAGENET1K_V2)",
-            torchvision_weights="ResNet50_Weights.IMAGENET1K_V2", license="BSD-3-Clause",
+            torchvision_weights="ResNet50_Weights.IMAGENET1K_V2",
+            file_name="resnet50-11ad3fa6.pth",
+            url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+            license="BSD-3-Clause",
         ),
         BaseSpec(
             "torchvision-resnet18", "resnet18", "torchvision",
             "torchvision's supervised ImageNet ResNet-18 (IMAGENET1K_V1)",
-            torchvision_weights="ResNet18_Weights.IMAGENET1K_V1", license="BSD-3-Clause",
+            torchvision_weights="ResNet18_Weights.IMAGENET1K_V1",
+            file_name="resnet18-f37072fd.pth",
+            url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+            license="BSD-3-Clause",
         ),
         BaseSpec(
             "offline-ssl", "resnet18", "pretrain",
@@ -153,17 +164,6 @@ def bases_cache(data_dir: Path) -> Path:
     return Path(data_dir) / "bases"
 
 
-def _torchvision_path(spec: BaseSpec, hub_dir: Path | None) -> tuple[Path, str]:
-    import torch.hub
-    from torchvision import models
-
-    enum_name, member = str(spec.torchvision_weights).split(".")
-    weights = getattr(getattr(models, enum_name), member)
-    url = str(weights.url)
-    root = Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())
-    return root / "checkpoints" / url.rsplit("/", 1)[-1], url
-
-
 def _packaged_path(spec: BaseSpec) -> Path | None:
     found = find_spec(str(spec.package))
     if found is None or not found.origin:
@@ -176,13 +176,11 @@ def base_status(
     *,
     data_dir: Path,
     offline_ssl: Path | None = None,
-    hub_dir: Path | None = None,
 ) -> BaseStatus:
     """Whether base ``name`` can be used here, without touching the network.
 
     ``data_dir``: the data folder (downloaded bases live in ``data_dir/bases``);
-    ``offline_ssl``: the ``ie pretrain`` file this machine would use (None: not made yet);
-    ``hub_dir``: torch's hub folder for torchvision's weights (default: ``torch.hub.get_dir()``).
+    ``offline_ssl``: the ``ie pretrain`` file this machine would use (None: not made yet).
     """
     spec = spec_of(name)
     if spec.source == "none":
@@ -203,12 +201,6 @@ def base_status(
         if path.is_file():
             return BaseStatus(spec, True, path, "a local file")
         return BaseStatus(spec, False, path, f"no such file: {path}")
-    if spec.source == "torchvision":
-        path, url = _torchvision_path(spec, hub_dir)
-        if path.is_file():
-            return BaseStatus(spec, True, path, "in torch's cache")
-        return BaseStatus(spec, False, path, f"needs the weights file: put {url.rsplit('/', 1)[-1]}"
-                          f" at {path} (from {url}), or run `ie bases fetch {spec.name}` online")
     path = bases_cache(data_dir) / str(spec.file_name)
     if path.is_file():
         return BaseStatus(spec, True, path, "in the bases cache")
@@ -224,12 +216,9 @@ def latest_offline_ssl(data_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
-def list_bases(
-    *, data_dir: Path, offline_ssl: Path | None = None, hub_dir: Path | None = None
-) -> list[BaseStatus]:
+def list_bases(*, data_dir: Path, offline_ssl: Path | None = None) -> list[BaseStatus]:
     """:func:`base_status` of every named base, in :data:`BASES` order."""
-    return [base_status(n, data_dir=data_dir, offline_ssl=offline_ssl, hub_dir=hub_dir)
-            for n in BASES]
+    return [base_status(n, data_dir=data_dir, offline_ssl=offline_ssl) for n in BASES]
 
 
 def file_sha256(path: Path) -> str:
@@ -258,27 +247,26 @@ def verify_file(spec: BaseSpec, path: Path) -> None:
         )
 
 
-def fetch_base(
-    spec: BaseSpec, *, data_dir: Path, hub_dir: Path | None = None,
-    timeout_s: float = FETCH_TIMEOUT_S,
-) -> Path:
+def fetch_base(spec: BaseSpec, *, data_dir: Path, timeout_s: float = FETCH_TIMEOUT_S) -> Path:
     """Download a ``download`` or ``torchvision`` base's weights into the cache (once) and
     return the file. A cached file is only verified: nothing touches the network. Raises
     :class:`BaseUnavailable` when the download fails (offline: the message says which file to
     put where) or the file's SHA-256 is not the expected one (nothing is kept)."""
     if spec.source == "torchvision":
-        path, url = _torchvision_path(spec, hub_dir)
+        path = bases_cache(data_dir) / str(spec.file_name)
         if path.is_file():
             return path
         import torch.hub
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=path.stem.rsplit("-", 1)[-1],
+            torch.hub.download_url_to_file(str(spec.url), str(path),
+                                           hash_prefix=path.stem.rsplit("-", 1)[-1],
                                            progress=True)
         except (OSError, RuntimeError) as exc:  # offline, refused, or a bad hash
             raise BaseUnavailable(
-                f"could not fetch {url} ({exc}); put the file at {path} by hand"
+                f"could not fetch {spec.url} ({exc}); this machine may be offline: put "
+                f"{spec.file_name} at {path} by hand"
             ) from exc
         return path
     if spec.source != "download" or not spec.url:
@@ -317,7 +305,7 @@ def fetch_base(
 
 def _arch_of_file(path: Path) -> Arch:
     """The backbone a weights file fits, from its tensor names and shapes."""
-    from ie_engine.ssl.model import _read_backbone_state
+    from ie_engine.ssl.model import _read_backbone_state  # torch: only here
 
     state = _read_backbone_state(str(path))
     if "conv_stem.weight" in state or any(k.endswith("conv_stem.weight") for k in state):
@@ -342,20 +330,19 @@ def resolve_base(
     *,
     data_dir: Path,
     offline_ssl: Path | None = None,
-    hub_dir: Path | None = None,
     fetch: bool = False,
 ) -> ResolvedBase:
     """The base ``name`` made concrete on this machine. A missing ``download`` or
     ``torchvision`` file is fetched only when ``fetch`` is true; otherwise, and for every other
     missing file, :class:`BaseUnavailable` says what to put where (:func:`base_status`)."""
-    status = base_status(name, data_dir=data_dir, offline_ssl=offline_ssl, hub_dir=hub_dir)
+    status = base_status(name, data_dir=data_dir, offline_ssl=offline_ssl)
     spec = status.spec
     if spec.source == "none":
         return ResolvedBase(spec, spec.arch, None)
     path = status.path
     if not status.available:
         if fetch and spec.source in ("download", "torchvision"):
-            path = fetch_base(spec, data_dir=data_dir, hub_dir=hub_dir)
+            path = fetch_base(spec, data_dir=data_dir)
         else:
             raise BaseUnavailable(f"base {name!r} is not available here: {status.reason}")
     elif spec.source == "download" and path is not None:
