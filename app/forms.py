@@ -26,6 +26,7 @@ from app.services.multipart import MAX_FIELD_BYTES
 from app.services.runs import BOUNDS, MAX_ROOTS, MAX_ROOTS_CHARS, PRESETS
 from app.services.steering import MAX_AT_ONCE, MAX_PHRASE
 from app.services.uploads import ARCHIVE_FIELD, FILES_FIELD
+from ie_engine.bases import BASES
 from ie_engine.export.dataset import Selection
 
 Schema = dict[str, Any]
@@ -160,6 +161,9 @@ LAUNCH: Final = form_body({
     "license_codes": text("With `custom`: license codes, comma-separated (cc0, pd, by, by-sa, "
                           "by-nd, by-nc, ...)."),
     "preset": choice(PRESETS, "The engine's preset.", default=PRESETS[0]),
+    "base": choice(("", *BASES), "Where the backbone's weights start (`ie bases`); empty: "
+                   "the preset's own. One whose weights this machine lacks is refused, saying "
+                   "which file to put where.", default=""),
     "iterations": _launch_number("iterations", "Iterations"),
     "queries_per_iteration": _launch_number("queries_per_iteration",
                                             "Search queries per iteration"),

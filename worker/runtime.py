@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, make_session_factory
 from app.store.models import Run, Upload
+from ie_engine.bases import resolve_config_base
 from ie_engine.config import ExplorerConfig, VocabularyConfig
 from ie_engine.errors import TargetError
 from ie_engine.evaluate import knn_accuracy
@@ -65,8 +66,11 @@ def run_config(run: Run, settings: Settings) -> ExplorerConfig:
     """Run ``run``'s engine configuration as the worker runs it: the vocabulary capped by
     ``vocabulary_max_concepts`` when it sets no cap, training steps capped by
     ``max_train_steps``, and the search service's host allowed to the downloader (it is on
-    loopback or a private network)."""
+    loopback or a private network), and the base's weights file found in the data folder
+    (a base published online is fetched there once; offline the run fails saying which file to
+    put where)."""
     cfg = ExplorerConfig.from_dict(dict(run.config))
+    cfg = resolve_config_base(cfg, data_dir=settings.data_dir)
     if settings.vocabulary_max_concepts and cfg.vocabulary.max_concepts is None:
         cfg = replace(cfg, vocabulary=replace(
             cfg.vocabulary, max_concepts=settings.vocabulary_max_concepts))

@@ -21,11 +21,13 @@ from app.services.runs import (
     BOUNDS,
     MAX_ROOTS_CHARS,
     PRESETS,
+    base_choices,
     launch_run,
     parse_launch_form,
 )
 from app.store.uploads import list_uploads
 from app.templating import render, render_fragment
+from ie_engine.bases import BaseStatus
 from ie_engine.config import make_config
 
 router = APIRouter(prefix="/runs")
@@ -37,6 +39,7 @@ def _form_page(
     values: dict[str, str],
     options: EngineOptions,
     *,
+    bases: list[BaseStatus],
     errors: InvalidInput | None = None,
 ) -> HTMLResponse:
     uploads = [u for u in list_uploads(session, limit=200) if u.n_accepted > 0]
@@ -62,6 +65,8 @@ def _form_page(
         "defaults": defaults,
         "bounds": BOUNDS,
         "roots_max_chars": MAX_ROOTS_CHARS,
+        "bases": bases,
+        "preset_bases": {preset: make_config(preset).train.base for preset in PRESETS},
     }
     return render(request, "pages/launch.html", context, status_code=400 if errors else 200)
 
@@ -79,7 +84,7 @@ def new_run(
     values = {"upload_id": str(upload or ""), "preset": "cpu-small", "seed": "0",
               "search_engine": "offline", "engines": ",".join(options.names),
               "license_filter": license_filter, "license_codes": license_codes}
-    return _form_page(request, session, values, options)
+    return _form_page(request, session, values, options, bases=base_choices(settings))
 
 
 @router.post("/new", response_model=None, name="launch_run", openapi_extra=forms.LAUNCH)
@@ -89,10 +94,11 @@ def launch(request: Request, session: SessionDep, settings: SettingsDep, form: F
     values = {key: value for key, value in form.items() if isinstance(value, str)}
     values["engines"] = ",".join(v for v in form.getlist("engines") if isinstance(v, str))
     options = engine_options(settings)
+    bases = base_choices(settings)
     try:
-        run = launch_run(session, settings, parse_launch_form(values, options))
+        run = launch_run(session, settings, parse_launch_form(values, options, bases))
     except InvalidInput as exc:
-        return _form_page(request, session, values, options, errors=exc)
+        return _form_page(request, session, values, options, bases=bases, errors=exc)
     return RedirectResponse(request.url_for("run", run_id=run.id), status_code=303)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, cast
 
@@ -46,6 +46,7 @@ from app.store.runs import (
     withdraw_pause,
 )
 from app.store.uploads import get_upload
+from ie_engine.bases import BaseStatus, latest_offline_ssl, list_bases, named_base_config
 from ie_engine.config import Preset, make_config
 from ie_engine.errors import ConfigError, VocabularyError
 from ie_engine.vocabulary.wordnet import resolve_synsets
@@ -116,6 +117,8 @@ class LaunchRequest:
     """The web engines and license filter (the offline web by default)."""
     roots: tuple[str, ...] = ()
     """WordNet synsets the vocabulary is restricted to (empty: every noun)."""
+    base: str | None = None
+    """Where the backbone starts (``ie_engine.bases``; None: the preset's own)."""
 
     def config(self) -> dict[str, object]:
         """The run's ``ExplorerConfig.to_dict()``; :class:`InvalidInput` if the engine refuses."""
@@ -136,6 +139,8 @@ class LaunchRequest:
                 vocabulary=replace(cfg.vocabulary, class_names=self.class_names,
                                    roots=self.roots),
             ).validate()
+            if self.base is not None:
+                cfg = named_base_config(cfg, self.base)
         except ConfigError as exc:
             raise InvalidInput(f"the engine refuses this configuration: {exc}") from exc
         return cfg.to_dict()
@@ -179,12 +184,38 @@ def parse_roots(text: str, errors: list[str]) -> tuple[str, ...]:
     return roots
 
 
+def base_choices(settings: Settings) -> list[BaseStatus]:
+    """The bases the launch form offers, each with whether the workers have its weights (they
+    share the app's data folder) and, when not, what to put where."""
+    data_dir = settings.data_dir
+    return list_bases(data_dir=data_dir, offline_ssl=latest_offline_ssl(data_dir))
+
+
+def parse_base(text: str, bases: Sequence[BaseStatus] | None, errors: list[str]) -> str | None:
+    """The launch form's ``base`` (empty: the preset's own, None); one that is unknown or not
+    available here goes to errors, with the reason."""
+    name = text.strip()
+    if not name:
+        return None
+    found = {b.spec.name: b for b in bases or ()}
+    if name not in found:
+        errors.append(f"base: {name[:40]!r} is not one of {', '.join(found) or 'the bases'}")
+        return None
+    if not found[name].available:
+        errors.append(f"base: {name} is not available here: {found[name].reason}")
+        return None
+    return name
+
+
 def parse_launch_form(
-    form: Mapping[str, str], options: EngineOptions | None = None
+    form: Mapping[str, str],
+    options: EngineOptions | None = None,
+    bases: Sequence[BaseStatus] | None = None,
 ) -> LaunchRequest:
     """The launch form's fields as a :class:`LaunchRequest`; ``options`` are the web engines
-    the settings offer (none: the offline web only). ``form["engines"]`` lists the ticked web
-    engines, comma-separated.
+    the settings offer (none: the offline web only), ``bases`` the bases (:func:`base_choices`;
+    none: only the preset's own). ``form["engines"]`` lists the ticked web engines,
+    comma-separated.
 
     Raises :class:`InvalidInput` listing every field that needs fixing (in ``details``).
     """
@@ -207,6 +238,7 @@ def parse_launch_form(
     per_query = _whole_number(form, "images_per_query", errors)
     seed = _whole_number(form, "seed", errors)
     roots = parse_roots(form.get("roots", ""), errors)
+    base = parse_base(form.get("base", ""), bases, errors)
     if errors:
         raise InvalidInput("the run was not launched: fix the fields below", details=errors)
     assert upload_id is not None
@@ -222,6 +254,7 @@ def parse_launch_form(
         class_names=tuple(parse_class_names(form.get("class_names", ""))),
         engines=engines,
         roots=roots,
+        base=base,
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ie_engine.bases import ResolvedBase, apply_base, spec_of, stored_size_for
 from ie_engine.bench.metrics import (
     first_found,
     knn_loo_predictions,
@@ -78,6 +79,9 @@ class ArmSettings:
     probe_repeats: int = 5
     num_threads: int | None = 1
     """torch threads: one is faster than two on 2 cores shared with other work (measured)."""
+    base: str = "offline-ssl"
+    """The base every ``base`` arm starts from (``ie bases``); the ``scratch`` arms use the same
+    network with random weights."""
 
 
 @dataclass
@@ -119,20 +123,29 @@ def base_digest(path: str | Path) -> str:
 def arm_config(
     settings: ArmSettings, *, arm: Arm, seed: int, init_checkpoint: str | None, host: str | None
 ) -> ExplorerConfig:
-    """The explorer configuration of one arm (cpu-small preset, the benchmark's compute)."""
+    """The explorer configuration of one arm (cpu-small preset, the benchmark's compute),
+    starting from ``settings.base`` whose weights file is ``init_checkpoint`` (None: the same
+    network with random weights)."""
     mode: Literal["explore", "random", "target-only"] = (
         "explore" if arm == "label-set" else arm
     )
     cfg = make_config("cpu-small", seed=seed, mode=mode, iterations=settings.iterations,
                       target_fraction=settings.target_fraction, eval_knn_k=settings.knn_k)
+    spec = spec_of(settings.base)
+    resolved = ResolvedBase(spec, spec.arch,
+                            Path(init_checkpoint) if init_checkpoint else None)
+    train = apply_base(cfg.train, resolved, cpu=True)
+    if init_checkpoint is None:
+        train = replace(train, base="scratch", frozen_stages=0)
+    cfg = replace(cfg, train=train, download=replace(
+        cfg.download, stored_size=stored_size_for(train.image_size, cfg.download.stored_size)))
     return replace(
         cfg,
         vocabulary=replace(cfg.vocabulary, max_concepts=settings.max_concepts),
         policy=replace(cfg.policy, queries_per_iteration=settings.queries),
         search=replace(cfg.search, results_per_query=settings.per_query),
         train=replace(cfg.train, steps_per_iteration=settings.steps,
-                      batch_size=settings.batch_size, init_checkpoint=init_checkpoint,
-                      num_threads=settings.num_threads),
+                      batch_size=settings.batch_size, num_threads=settings.num_threads),
         download=replace(cfg.download, allowed_private_hosts=(host,) if host else ()),
     ).validate()
 

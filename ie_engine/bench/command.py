@@ -2,7 +2,7 @@
 
     ie pretrain [--steps N] [--max-images N] [--include-targets]
     ie bench [--quick] [--target NAME|DIR [--relevance-map FILE]] [--out DIR] [--seeds N]
-             [--no-scratch] [--jobs N] [--base-checkpoint FILE] [--base-steps N]
+             [--no-scratch] [--jobs N] [--base NAME] [--base-checkpoint FILE] [--base-steps N]
              [--readme README.md] [--report-only]
 """
 
@@ -50,6 +50,9 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--max-concepts", type=int, default=None,
                    help="N WordNet nouns spread evenly (default: all of them)")
     b.add_argument("--no-scratch", action="store_true", help="skip the arms from scratch")
+    b.add_argument("--base", default=None, metavar="NAME",
+                   help="the base every arm starts from (`ie bases`; default: offline-ssl, "
+                        "`ie pretrain`'s)")
     b.add_argument("--base-checkpoint", type=Path, default=None,
                    help="backbone weights every arm starts from (default: `ie pretrain`'s)")
     b.add_argument("--base-steps", type=int, default=None,
@@ -133,6 +136,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         queries=args.queries or arm.queries,
         per_query=args.per_query or arm.per_query,
         max_concepts=args.max_concepts if args.max_concepts is not None else arm.max_concepts,
+        base=args.base or arm.base,
     )
     plan = replace(plan, arm=arm)
     if args.base_steps is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ie_engine.bases import resolve_base
 from ie_engine.bench.arms import (
     ARMS,
     Arm,
@@ -50,6 +51,7 @@ from ie_engine.bench.targets import (
     load_custom_target,
 )
 from ie_engine.bench.throughput import measure_download_ratio, measure_train_ratio
+from ie_engine.config import ExplorerConfig
 from ie_engine.errors import ConfigError
 from ie_engine.imaging import to_uint8_tensor_batch
 from ie_engine.pretrain import PretrainSettings, pretrain_base
@@ -194,6 +196,15 @@ def write_report(out_dir: Path, *, readme: Path | None, say: Say,
     return summary
 
 
+def _network_line(cfg: ExplorerConfig) -> str:
+    """``ResNet-18, 64 px crops of 96 px images`` for the settings line."""
+    names = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "effnet-lite0": "EfficientNet-Lite0"}
+    t = cfg.train
+    frozen = f", first {t.frozen_stages} stages frozen" if t.frozen_stages else ""
+    return (f"{names.get(t.arch, t.arch)}, {t.image_size} px crops of "
+            f"{cfg.download.stored_size} px images{frozen}")
+
+
 def run_bench(
     *,
     data_dir: Path,
@@ -231,6 +242,13 @@ def run_bench(
     # ------------------------------------------------------------ base model
     if base_checkpoint is not None:
         base = str(base_checkpoint)
+    elif plan.arm.base != "offline-ssl":
+        resolved = resolve_base(plan.arm.base, data_dir=data_dir)
+        if resolved.checkpoint is None:
+            raise ConfigError(f"base {plan.arm.base!r} has no weights: the scratch rows are "
+                              "already the arms from random weights")
+        base = str(resolved.checkpoint)
+        say(f"base: {plan.arm.base} ({base})")
     else:
         held = frozenset().union(*(s.heldout_ids for s in specs.values()))
         base = str(pretrain_base(corpus_dir=corpus_dir, data_dir=data_dir,
@@ -262,11 +280,13 @@ def run_bench(
     bench_meta = {
         "settings": {"plan": asdict(plan)},
         "settings_line": (
-            f"{'--quick' if plan.quick else 'full'}; cpu-small preset (ResNet-18, 64 px crops of "
-            f"96 px images), {plan.arm.iterations} iterations x {plan.arm.queries} queries x "
+            f"{'--quick' if plan.quick else 'full'}; cpu-small preset ({_network_line(cfg0)}), "
+            f"{plan.arm.iterations} iterations x {plan.arm.queries} queries x "
             f"{plan.arm.per_query} results, {plan.arm.steps} steps of batch "
             f"{plan.arm.batch_size} ({plan.arm.target_fraction:.0%} target) per iteration; "
-            f"vocabulary {len(vocab)} WordNet nouns; base model {plan.pretrain.steps} steps"),
+            f"vocabulary {len(vocab)} WordNet nouns; base model "
+            + (f"{plan.pretrain.steps} steps" if plan.arm.base == "offline-ssl"
+               else plan.arm.base)),
         "machine": _machine(),
         "base_checkpoint": base,
         "base_digest": f"sha256:{base_digest(base)}" if base else None,

@@ -146,7 +146,7 @@ def export_model(run_dir: Path, out: Path, *, run: RunData | None = None) -> Pat
         "format": "ie-model/1",
         "arch": train_cfg["arch"],
         "base": train_cfg.get("base", "scratch"),
-        "base_digest": state.get("base_digest"),
+        "base_digest": (state.get("base") or {}).get("digest"),
         "input_mean": list(mean),
         "input_std": list(std),
         "image_size": size,

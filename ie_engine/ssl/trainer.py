@@ -41,12 +41,13 @@ from ie_engine.errors import (
     TrainingError,
 )
 from ie_engine.ssl.augment import TwoViewAugment, eval_transform
-from ie_engine.ssl.model import MoCoV3
+from ie_engine.ssl.model import MoCoV3, backbone_digest
 from ie_engine.ssl.step import (
     SGD_MOMENTUM,
     _check_config,
     _loss,
     _Precision,
+    base_checkpoint,
     build_model,
     build_optimizer,
     resolve_device,
@@ -120,6 +121,8 @@ class SSLTrainer:
             std=config.input_std,
         )
         self.generator = torch.Generator().manual_seed(seed)
+        self._base_file = base_checkpoint(config)
+        self._base_digest: str | None = None
         self.global_step = 0
         """Optimiser steps taken so far (over all :meth:`train` calls, resumes included)."""
 
@@ -128,6 +131,14 @@ class SSLTrainer:
         """Width ``D`` of :meth:`embed`'s rows (512 ResNet-18, 2048 ResNet-50, 1280
         EfficientNet-Lite0)."""
         return self.model.feature_dim
+
+    def base_record(self) -> dict[str, str | None]:
+        """The base this network started from: ``{"name", "digest"}``, the digest being
+        :func:`~ie_engine.ssl.model.backbone_digest` of its weights file (None for random
+        weights), computed once."""
+        if self._base_file and self._base_digest is None:
+            self._base_digest = backbone_digest(self._base_file)
+        return {"name": self.config.base, "digest": self._base_digest}
 
     # -- training ---------------------------------------------------------------------------
 

@@ -178,3 +178,42 @@ def test_an_upload_without_images_cannot_be_explored(client: TestClient, engine:
     assert _runs(engine) == []
     with make_session_factory(engine)() as session:
         assert session.scalar(select(func.count()).select_from(Run)) == 0
+
+
+def test_the_form_offers_the_bases_and_the_run_keeps_the_chosen_one(
+    client: TestClient, engine: Engine
+) -> None:
+    upload_id = _upload(engine)
+    page = client.get("/runs/new", params={"upload": upload_id})
+    text = html.unescape(page.text)
+    assert 'value="imagenet-effnet-lite0"' in text
+    # Offline and never fetched: offered, disabled, and the reason says what to put where.
+    moco = text.split('value="moco-v3-resnet50"', 1)[1].split("</label>", 1)[0]
+    assert "disabled" in moco and "r-50-1000ep.pth.tar" in moco
+    reply = client.post("/runs/new", data={"upload_id": str(upload_id),
+                                           "base": "imagenet-effnet-lite0"},
+                        follow_redirects=False)
+    assert reply.status_code == 303
+    (run,) = _runs(engine)
+    train = ExplorerConfig.from_dict(run.config).train
+    assert (train.base, train.arch, train.init_checkpoint) == (
+        "imagenet-effnet-lite0", "effnet-lite0", None)  # resolved by the worker, not here
+    assert train.input_mean == (0.5, 0.5, 0.5)
+    dashboard = client.get(reply.headers["location"])
+    assert "base imagenet-effnet-lite0" in dashboard.text
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [("moco-v3-resnet50", "base: moco-v3-resnet50 is not available here: needs the weights"),
+     ("imagenet", "base: 'imagenet' is not one of"),
+     ("file:/etc/passwd", "is not one of")],
+)
+def test_a_base_that_is_not_here_is_refused_saying_why(
+    client: TestClient, engine: Engine, base: str, message: str
+) -> None:
+    upload_id = _upload(engine)
+    reply = client.post("/runs/new", data={"upload_id": str(upload_id), "base": base})
+    assert reply.status_code == 400
+    assert message in html.unescape(reply.text)
+    assert _runs(engine) == []

@@ -23,8 +23,10 @@ from ie_engine.bases import (
     base_status,
     fetch_base,
     list_bases,
+    named_base_config,
     packaged_base,
     resolve_base,
+    resolve_config_base,
     with_base,
 )
 from ie_engine.cli import main as ie_main
@@ -163,8 +165,8 @@ def test_a_base_without_its_file_is_refused_when_the_network_is_built() -> None:
 
 
 def test_frozen_stages_keep_the_base_and_its_statistics() -> None:
-    cfg = apply_base(replace(TINY, image_size=64, frozen_stages=2),
-                     packaged_base("imagenet-effnet-lite0"))
+    cfg = replace(apply_base(replace(TINY, image_size=64), packaged_base("imagenet-effnet-lite0")),
+                  frozen_stages=2)
     trainer = SSLTrainer(cfg, seed=0)
     model: MoCoV3 = trainer.model
     stem = model.backbone.conv_stem.weight.clone()
@@ -180,11 +182,29 @@ def test_frozen_stages_keep_the_base_and_its_statistics() -> None:
     assert id(model.backbone.conv_head.weight) in trained
 
 
-def test_with_base_leaves_a_packaged_default_as_a_name(tmp_path: Path) -> None:
-    cfg = make_config("tiny")
+def test_with_base_leaves_a_packaged_base_as_a_name(tmp_path: Path) -> None:
+    cfg = make_config("cpu-small")
     assert with_base(cfg, None, data_dir=tmp_path) is cfg
     moved = with_base(cfg, "imagenet-effnet-lite0", data_dir=tmp_path)
-    assert moved.train.arch == "effnet-lite0" and moved.train.init_checkpoint
+    train = moved.train
+    assert train.arch == "effnet-lite0" and train.init_checkpoint is None  # no machine path
+    assert (train.image_size, train.frozen_stages) == (112, 4)  # the base's CPU settings
+    assert moved.download.stored_size >= 128
+    paper = with_base(make_config("gpu-paper"), "imagenet-effnet-lite0", data_dir=tmp_path)
+    assert (paper.train.image_size, paper.train.frozen_stages) == (224, 0)
+
+
+def test_a_named_base_needing_a_file_is_resolved_by_whoever_builds_the_run(
+    tmp_path: Path,
+) -> None:
+    cfg = named_base_config(make_config("gpu-paper"), "moco-v3-resnet50")
+    assert cfg.train.arch == "resnet50" and cfg.train.init_checkpoint is None
+    with pytest.raises(BaseUnavailable, match="r-50-1000ep"):
+        resolve_config_base(cfg, data_dir=tmp_path, fetch=False)
+    file = tmp_path / "bases" / "r-50-1000ep.pth.tar"
+    file.parent.mkdir()
+    file.write_bytes(b"placed by hand")
+    assert resolve_config_base(cfg, data_dir=tmp_path).train.init_checkpoint == str(file)
 
 
 # ---------------------------------------------------------------------------------- fetching
