@@ -32,7 +32,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,21 +66,22 @@ def pixels16(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(F.adaptive_avg_pool2d(x.float(), 16).flatten(1), dim=1)
 
 
-def concept_separation(
-    index: CorpusIndex,
-    spec: BenchTarget,
-    net: SSLTrainer,
-    target: torch.Tensor,
-    lemmas: list[str],
-    *,
-    size: int,
-    max_pixels: int,
-    maps: dict[str, Callable[[torch.Tensor], torch.Tensor]],
-    per_query: int = 20,
-    top: int = 10,
-) -> dict[str, object]:
-    """Concept-level separation of the reward (see the module docstring), in each feature
-    space of ``maps`` (name -> a map applied to the base model's features)."""
+@dataclass
+class ConceptPool:
+    """The offline web's answers to the sampled lemmas, decoded once for every base."""
+
+    hits: list[list[CorpusItem]]
+    """Each lemma's results, best first."""
+    ids: list[str]
+    """The decodable result images, in ``pixels`` order."""
+    pixels: torch.Tensor
+    """uint8 (N, 3, S, S)."""
+
+
+def concept_pool(index: CorpusIndex, lemmas: list[str], *, size: int, max_pixels: int,
+                 per_query: int = 20) -> ConceptPool:
+    """Search every lemma as the benchmark's queries are (its ``per_query`` best results) and
+    decode each result image once."""
     vecs = np.asarray(MiniLMEmbedder().embed(lemmas), dtype=np.float32)
     hits = [[it for it, _score in index.search(v, per_query)] for v in vecs]
     items = {it.id: it for row in hits for it in row}
@@ -90,10 +91,22 @@ def concept_separation(
         if img is not None:
             arrays.append(img)
             ids.append(item_id)
-    web_feats, target_feats = net.embed(torch.from_numpy(to_uint8_tensor_batch(arrays, size))), \
-        net.embed(target)
-    return {name: _concept_row(spec, hits, dict(zip(
-        ids, image_rewards(f(web_feats), f(target_feats), k=15).tolist(), strict=True)), top)
+    return ConceptPool(hits, ids, torch.from_numpy(to_uint8_tensor_batch(arrays, size)))
+
+
+def concept_separation(
+    spec: BenchTarget,
+    pool: ConceptPool,
+    web_feats: torch.Tensor,
+    target_feats: torch.Tensor,
+    maps: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    top: int = 10,
+) -> dict[str, object]:
+    """Concept-level separation of the reward (see the module docstring), in each feature
+    space of ``maps`` (name -> a map applied to the base's features); ``web_feats`` are the
+    base's features of ``pool.pixels``."""
+    return {name: _concept_row(spec, pool.hits, dict(zip(
+        pool.ids, image_rewards(f(web_feats), f(target_feats), k=15).tolist(), strict=True)), top)
         for name, f in maps.items()}
 
 
@@ -172,6 +185,8 @@ def main() -> None:
     out: dict[str, object] = {"sample": args.sample, "bases": {}}
     web_index = CorpusIndex.load(args.data_dir / "corpus", exclude_ids=held)
     concept_set = _concept_sample(args.data_dir, args.concepts) if args.concepts else []
+    pool = (concept_pool(web_index, concept_set, size=decode_size, max_pixels=max_px)
+            if concept_set else None)
     # The sample and, disjoint from it, the whitening's reference: one seeded permutation.
     order = np.random.default_rng(0).permutation(len(web_items))
     picked, rest = order[: args.sample], order[args.sample : args.sample + args.reference]
@@ -212,6 +227,7 @@ def main() -> None:
         white = whitener(net.embed(reference), shrink=args.shrink)
         maps = {"plain": lambda x: x, "whitened": white}
         web = net.embed(sample)
+        pool_feats = net.embed(pool.pixels) if pool is not None else None
         for name, spec in specs.items():
             y = np.array([bool(relevant_classes(it.category, it.also_in, spec.relevance))
                           for it in sample_items])
@@ -220,10 +236,8 @@ def main() -> None:
                 f"image_auroc_{label}": round(float(roc_auc_score(
                     y, image_rewards(f(web), f(target), k=15).numpy())), 3)
                 for label, f in maps.items()}
-            if concept_set:
-                row["concept_level"] = concept_separation(
-                    web_index, spec, net, targets[name], concept_set, size=decode_size,
-                    max_pixels=max_px, maps=maps)
+            if pool is not None and pool_feats is not None:
+                row["concept_level"] = concept_separation(spec, pool, pool_feats, target, maps)
             entry[name] = row
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"{base_name}: {json.dumps(entry)}", file=sys.stderr, flush=True)

@@ -202,7 +202,8 @@ class Downloader:
             url = req.result.image_url
             if url in first_by_url:
                 outcomes[i] = DownloadFailure(
-                    url, "duplicate", f"same URL as request #{first_by_url[url]}", req
+                    url, "duplicate", f"same URL as request #{first_by_url[url]}", req,
+                    duplicate_of=f"url:{url}",
                 )
                 if progress is not None:
                     progress.advance(PROGRESS_PHASE)

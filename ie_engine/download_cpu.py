@@ -140,14 +140,16 @@ def _deduplicate(
         p = out.image
         if dedup.has_sha(p.sha256):
             final.append(DownloadFailure(
-                url, "duplicate", f"same image as an earlier one ({p.sha256[:12]})", req
+                url, "duplicate", f"same image as an earlier one ({p.sha256[:12]})", req,
+                duplicate_of=f"sha256:{p.sha256}",
             ))
             continue
         near = dedup.find_near(p.dhash, threshold) if is_informative(p.dhash) else None
         if near is not None:
             d = (near ^ p.dhash).bit_count()
             detail = f"dHash {p.dhash:016x} is {d} bits from an earlier image"
-            final.append(DownloadFailure(url, "near-duplicate", detail, req))
+            final.append(DownloadFailure(url, "near-duplicate", detail, req,
+                                         duplicate_of=f"dhash:{near:016x}"))
             continue
         dedup.add(p.sha256, p.dhash)
         final.append(out)

@@ -200,7 +200,9 @@ class Explorer:
             new_ids=new_ids,
             failures=[
                 {"url": f.url, "reason": f.reason, "detail": f.detail,
-                 "query": f.request.query if f.request else None}
+                 "query": f.request.query if f.request else None,
+                 "concept_index": f.request.concept_index if f.request else None,
+                 "duplicate_of": f.duplicate_of}
                 for f in failures
             ],
             seconds=seconds,
@@ -232,6 +234,7 @@ class Explorer:
         t0 = time.perf_counter()
         target_feats = self.trainer.embed(self.target)
         rewards = np.zeros(0, dtype=np.float32)
+        white = None
         if new_ids:
             web_feats = self.trainer.embed(self._stack(new_ids))
             reference = self._reward_reference(new_ids, it)
@@ -245,9 +248,21 @@ class Explorer:
 
         # ---------------------------------------------------------------- 6. concept rewards
         queried = [q.concept_index for q in queries]
+        concept_of = [self.images[i].concept_index for i in new_ids]
+        found = self._found_again(fetched) if cfg.reward.count_repeats else []
+        scored = rewards
+        own = {(self.images[i].concept_index, i) for i in new_ids}
+        found = [pair for pair in found if pair not in own]
+        if found:
+            again = self.trainer.embed(self._stack([i for _, i in found]))
+            if white is not None:
+                again = white(again)
+            scored = np.concatenate(
+                [rewards, image_rewards(again, target_feats, k=cfg.reward.k).numpy()])
+            concept_of += [c for c, _ in found]
         per_concept = concept_rewards(
-            [self.images[i].concept_index for i in new_ids],
-            rewards,
+            concept_of,
+            scored,
             queried,
             top=cfg.reward.top_images,
             min_results=cfg.search.min_results,
@@ -297,6 +312,26 @@ class Explorer:
         replay_ids = [i for i in self.replay.image_ids() if self.images[i].iteration < it]
         return training_pool(new_ids, replay_ids, pcr=self.config.reward.pcr,
                              rng=np.random.default_rng([self.config.seed, it, 1]))
+
+    def _found_again(self, fetched: Fetched) -> list[tuple[int, int]]:
+        """(concept, image id) for each result of this iteration that repeated an image the run
+        had already downloaded (RewardConfig.count_repeats): the query found that image too,
+        so its concept reward counts it, scored again in the current features. On a small web
+        most results of a well-explored region are such repeats; without them the query would
+        score as empty whatever it showed. Each image counts once per concept."""
+        if not any(f.get("duplicate_of") for f in fetched.failures):
+            return []
+        by_key: dict[str, int] = {}
+        for r in self.images:  # the earliest image under each key
+            for key in (f"url:{r.image_url}", f"sha256:{r.sha256}", f"dhash:{r.dhash}"):
+                by_key.setdefault(key, r.id)
+        out: dict[tuple[int, int], None] = {}
+        for f in fetched.failures:
+            repeated, concept = f.get("duplicate_of"), f.get("concept_index")
+            if repeated is None or concept is None or repeated not in by_key:
+                continue
+            out[(int(concept), by_key[repeated])] = None
+        return list(out)
 
     def _reward_reference(self, new_ids: list[int], it: int) -> list[int]:
         """The web sample the reward's whitening is fitted on (RewardConfig.whiten): a seeded

@@ -102,6 +102,9 @@ class DownloadFailure:
     reason: str
     detail: str
     request: DownloadRequest | None = None
+    duplicate_of: str | None = None
+    """For ``duplicate`` and ``near-duplicate``: the earlier image this one repeats, as
+    ``url:<image url>``, ``sha256:<hex>`` or ``dhash:<16 hex digits>``."""
 
 
 @dataclass

@@ -290,3 +290,35 @@ def test_rewards_are_scored_in_features_whitened_on_the_first_downloads(world, t
         else:
             assert reference == [] or len(reference) < rc.min_reference
             torch.testing.assert_close(got, plain, atol=1e-4, rtol=0)
+
+
+def test_a_query_that_finds_earlier_downloads_again_is_scored_on_them_too(world, tmp_path):
+    """RewardConfig.count_repeats: results the downloader drops as repeats of earlier images
+    still belong to the query that found them; its concept reward counts them, re-scored.
+    Two runs with the same seed sample the same first queries (the policy has seen nothing
+    yet); only concepts whose queries found repeats may observe a different reward. In one
+    batch, repeats are of images another query of the same batch brought first."""
+    observed = {}
+    repeats: dict[int, int] = {}
+    for count in (True, False):
+        explorer = make_explorer(world, tmp_path / f"run-{count}")
+        explorer.config = replace(explorer.config, reward=replace(
+            explorer.config.reward, count_repeats=count))
+        with explorer:
+            explorer.run(1)
+            observed[count] = {c: list(v) for c, v in explorer.policy.observations.items()}
+            if count:
+                lines = (tmp_path / "run-True" / "iterations" / "0001-failures.jsonl")\
+                    .read_text().split("\n")
+                fails = [json.loads(x) for x in lines if x.strip()]
+                keys = {k for r in explorer.images for k in (
+                    f"url:{r.image_url}", f"sha256:{r.sha256}", f"dhash:{r.dhash}")}
+                for f in fails:
+                    if f["reason"] in ("duplicate", "near-duplicate"):
+                        assert f["duplicate_of"] in keys and f["concept_index"] is not None
+                        repeats[f["concept_index"]] = repeats.get(f["concept_index"], 0) + 1
+    assert observed[True].keys() == observed[False].keys()
+    assert repeats, "the tiny web's queries should repeat each other's images"
+    changed = {c for c in observed[True] if observed[True][c] != observed[False][c]}
+    assert changed, (repeats, observed)
+    assert changed <= set(repeats)
