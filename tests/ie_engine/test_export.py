@@ -25,6 +25,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from ie_engine.bases import named_base_config, packaged_base
 from ie_engine.config import make_config
 from ie_engine.evaluate import knn_accuracy
 from ie_engine.explorer import Explorer
@@ -37,6 +38,7 @@ from ie_engine.imaging import to_uint8_tensor_batch
 from ie_engine.plots import plot_curves
 from ie_engine.search import HttpSearchEngine
 from ie_engine.ssl.augment import eval_transform
+from ie_engine.ssl.model import backbone_digest
 from ie_engine.target import load_target
 from ie_engine.vocabulary import (
     build_vocabulary,
@@ -51,8 +53,11 @@ __all__ = ["world"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _explore(world, run_dir: Path, mode: str, veto_after_first: bool):
-    cfg = make_config("tiny", seed=3, iterations=2, vocabulary=VOCAB, mode=mode)
+def _explore(world, run_dir: Path, mode: str, veto_after_first: bool, base: str | None = None,
+             iterations: int = 2):
+    cfg = make_config("tiny", seed=3, iterations=iterations, vocabulary=VOCAB, mode=mode)
+    if base is not None:
+        cfg = named_base_config(cfg, base)
     host = world["url"].split("//", 1)[1]
     cfg = replace(cfg, download=replace(cfg.download, allowed_private_hosts=(host,)))
     vocab = build_vocabulary(VOCAB, data_dir=world["cache"])
@@ -79,8 +84,10 @@ def _explore(world, run_dir: Path, mode: str, veto_after_first: bool):
             kept = [i for i in ex.images if i.kept]
             vetoed = kept[0].concept_index  # the concept of the best kept image
             ex.veto([vetoed])
-        ex.run(2)
-    (run_dir / "final.json").write_text(json.dumps({"iterations": 2, "images": len(ex.images)}))
+        if iterations > 1:
+            ex.run(2)
+    (run_dir / "final.json").write_text(json.dumps({"iterations": iterations,
+                                                    "images": len(ex.images)}))
     plot_curves(ex.history, run_dir / "plots" / "curves.png")
     return ex, target, vetoed
 
@@ -305,3 +312,31 @@ def test_report_renders_in_chromium_without_a_request(finished, tmp_path):
             browser.close()
     assert loaded
     assert [u for u in requests if not u.startswith("data:")] == [path.as_uri()]
+
+
+def test_a_run_from_the_packaged_imagenet_base_exports_and_says_so(world, tmp_path):
+    """EfficientNet-Lite0 from its packaged weights: the TorchScript file embeds as the run did,
+    the model card's snippet (timm) runs as written, and model.json names the base and the
+    digest of its weights."""
+    ex, _target, _ = _explore(world, tmp_path / "run", "explore", False,
+                              base="imagenet-effnet-lite0", iterations=1)
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    digest = backbone_digest(packaged_base("imagenet-effnet-lite0").checkpoint)
+    assert run_json["base"] == {"name": "imagenet-effnet-lite0", "digest": digest}
+    out = export_model(tmp_path / "run", tmp_path / "model")
+    info = json.loads((out / "model.json").read_text())
+    assert (info["arch"], info["base"], info["base_digest"]) == (
+        "effnet-lite0", "imagenet-effnet-lite0", digest)
+    image = next(i for i in ex.images if i.kept)
+    with Image.open(tmp_path / "run" / image.path) as im:
+        im.convert("RGB").save(out / "photo.jpg")
+        pixels = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)[None]
+    scripted = torch.jit.load(str(out / "embedder.torchscript.pt"))
+    torch.testing.assert_close(scripted(pixels), ex.trainer.embed(pixels), atol=1e-5, rtol=1e-4)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "started from the base `imagenet-effnet-lite0`" in card
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    check = snippet + "print(tuple(features.shape), round(float(features.norm()), 4))\n"
+    done = subprocess.run([sys.executable, "-c", check], cwd=out, capture_output=True,
+                          text=True, timeout=300, check=True)
+    assert done.stdout.split("\n")[0] == "(1, 1280) 1.0"
