@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from ie_engine.bases import BASES, BaseUnavailable, apply_base, resolve_base
+from ie_engine.bases import BASES, BaseUnavailable, resolve_base
 from ie_engine.bench.arms import ArmSettings, arm_config
 from ie_engine.bench.targets import (
     BUILTIN_TARGETS,
@@ -136,20 +136,23 @@ def _concept_row(spec: BenchTarget, hits: list[list[CorpusItem]], reward: dict[s
     }
 
 
-def base_trainer(name: str, *, data_dir: Path, offline_ssl: Path | None,
-                 size: int | None) -> tuple[SSLTrainer | None, str]:
-    """A trainer holding base ``name`` at the cpu-small settings (its crop size, unless
-    ``size``), or None and the reason it is not available here."""
+def base_trainer(name: str, *, data_dir: Path, offline_ssl: Path | None, size: int | None,
+                 random_weights: bool = False) -> tuple[SSLTrainer | None, str]:
+    """A trainer holding base ``name`` at the benchmark's cpu-small settings (the base's CPU
+    crop size, unless ``size``), or None and the reason it is not available here. With
+    ``random_weights``: the same network, randomly initialised."""
     try:
         base = resolve_base(name, data_dir=data_dir, offline_ssl=offline_ssl)
     except BaseUnavailable as exc:
         return None, str(exc)
-    cfg = arm_config(ArmSettings(), arm="explore", seed=0, init_checkpoint=None, host=None)
-    train = apply_base(cfg.train, base)
-    if size is not None:
-        train = replace(train, image_size=size)
-    digest = backbone_digest(base.checkpoint)[:12] if base.checkpoint else "random"
-    return SSLTrainer(train, seed=0), f"{train.arch}, {train.image_size} px, weights {digest}"
+    checkpoint = None if random_weights or base.checkpoint is None else str(base.checkpoint)
+    cfg = arm_config(replace(ArmSettings(), base=name), arm="explore", seed=0,
+                     init_checkpoint=checkpoint, host=None)
+    train = cfg.train if size is None else replace(cfg.train, image_size=size)
+    digest = backbone_digest(checkpoint)[:12] if checkpoint else "random"
+    frozen = f", {train.frozen_stages} stages frozen" if train.frozen_stages else ""
+    return SSLTrainer(train, seed=0), (f"{train.arch}, {train.image_size} px{frozen}, "
+                                       f"weights {digest}")
 
 
 def main() -> None:
@@ -161,6 +164,8 @@ def main() -> None:
                     help="a base to measure (repeatable; default: every base available here)")
     ap.add_argument("--size", type=int, help="crop size for every base (default: each base's "
                     "cpu-small size)")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="also measure each base's network with random weights")
     ap.add_argument("--steps", type=int, default=800,
                     help="steps of the offline-ssl base (`ie pretrain --steps N`)")
     ap.add_argument("--concepts", type=int, default=0,
@@ -216,10 +221,16 @@ def main() -> None:
             "16x16 pixels": round(float(roc_auc_score(y, image_rewards(
                 pixels16(sample), pixels16(targets[name]), k=15).numpy())), 3)}
     out["targets"] = rows
-    for base_name in names:
+    rows_to_measure = [(n, False) for n in names]
+    rows_to_measure += [(n, True) for n in names if n != "scratch" and args.random_weights]
+    for base_name, random_weights in rows_to_measure:
         t0 = time.perf_counter()
         net, about = base_trainer(base_name, data_dir=args.data_dir, offline_ssl=offline_ssl,
-                                  size=args.size)
+                                  size=args.size, random_weights=random_weights)
+        if random_weights:
+            if net is None:
+                continue
+            base_name = f"{base_name}, random weights"
         entry: dict[str, object] = {"about": about}
         out["bases"][base_name] = entry  # type: ignore[index]
         if net is None:
