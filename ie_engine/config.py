@@ -306,6 +306,7 @@ def train_preset(name: Preset) -> TrainConfig:
     if name == "gpu-paper":
         return TrainConfig(
             arch="resnet50",
+            base="moco-v3-resnet50",  # the paper's start: its file is found or fetched by name
             image_size=224,
             batch_size=224,
             steps_per_iteration=1000,

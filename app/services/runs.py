@@ -239,6 +239,11 @@ def parse_launch_form(
     seed = _whole_number(form, "seed", errors)
     roots = parse_roots(form.get("roots", ""), errors)
     base = parse_base(form.get("base", ""), bases, errors)
+    if base is None and bases is not None and preset in PRESETS:
+        own = {b.spec.name: b for b in bases}.get(make_config(cast(Preset, preset)).train.base)
+        if own is not None and not own.available:
+            errors.append(f"base: the {preset} preset starts from {own.spec.name}, which is not "
+                          f"here: {own.reason}; or pick another base")
     if errors:
         raise InvalidInput("the run was not launched: fix the fields below", details=errors)
     assert upload_id is not None

@@ -56,8 +56,14 @@ def test_the_form_offers_uploads_with_images_and_preset_defaults(
     assert 'name="seed"' in page.text and 'value="0"' in page.text
 
 
-def test_launching_queues_a_run_with_an_engine_config(client: TestClient, engine: Engine) -> None:
+def test_launching_queues_a_run_with_an_engine_config(
+    client: TestClient, engine: Engine, tmp_path: Path
+) -> None:
     upload_id = _upload(engine)
+    # gpu-paper starts from the paper's MoCo v3 weights: the file must be where the workers look.
+    weights = tmp_path / "data" / "bases" / "r-50-1000ep.pth.tar"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"placed by hand")
     form = {
         "upload_id": str(upload_id),
         "name": "  my   run ",
@@ -201,6 +207,18 @@ def test_the_form_offers_the_bases_and_the_run_keeps_the_chosen_one(
     assert train.input_mean == (0.5, 0.5, 0.5)
     dashboard = client.get(reply.headers["location"])
     assert "base imagenet-effnet-lite0" in dashboard.text
+
+
+def test_a_preset_whose_base_is_not_here_is_refused_saying_where_it_goes(
+    client: TestClient, engine: Engine, tmp_path: Path
+) -> None:
+    upload_id = _upload(engine)
+    reply = client.post("/runs/new", data={"upload_id": str(upload_id), "preset": "gpu-paper"})
+    assert reply.status_code == 400
+    text = html.unescape(reply.text)
+    assert "the gpu-paper preset starts from moco-v3-resnet50, which is not here" in text
+    assert str(tmp_path / "data" / "bases" / "r-50-1000ep.pth.tar") in text
+    assert _runs(engine) == []
 
 
 @pytest.mark.parametrize(
