@@ -223,6 +223,7 @@ def _explore(args: argparse.Namespace) -> int:
         MiniLMEmbedder,
         add_concepts,
         build_vocabulary,
+        class_name_concepts,
         load_or_compute_embeddings,
         make_descriptor_source,
         restrict_to_label_set,
@@ -281,7 +282,7 @@ def _explore(args: argparse.Namespace) -> int:
     allowed = None
     if class_names:
         vocab = add_concepts(vocab, list(class_names), source="class-name")
-        class_concepts = [i for i, c in enumerate(vocab.concepts) if c.source == "class-name"]
+        class_concepts = class_name_concepts(vocab, class_names)
     embeddings = load_or_compute_embeddings(vocab.texts(), embedder, data_dir / "embeddings",
                                             progress=progress)
     if class_names:

@@ -42,6 +42,7 @@ from ie_engine.vocabulary import (
     Vocabulary,
     add_concepts,
     build_vocabulary,
+    class_name_concepts,
     load_or_compute_embeddings,
     make_descriptor_source,
     restrict_to_label_set,
@@ -203,7 +204,7 @@ class Runtime:
                              max_pixels=cfg.download.max_pixels, size=size)
         pixels = to_uint8_tensor_batch(target.images, size)
         vocab, embeddings = self.vocabulary(cfg.vocabulary)
-        class_concepts = [i for i, c in enumerate(vocab.concepts) if c.source == "class-name"]
+        class_concepts = class_name_concepts(vocab, cfg.vocabulary.class_names)
         allowed = None
         if cfg.vocabulary.class_names and class_concepts:
             allowed = restrict_to_label_set(

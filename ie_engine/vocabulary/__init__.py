@@ -10,6 +10,7 @@ from ie_engine.vocabulary.concepts import (
     Vocabulary,
     add_concepts,
     build_vocabulary,
+    class_name_concepts,
     spread_indices,
 )
 from ie_engine.vocabulary.descriptors import (
@@ -45,6 +46,7 @@ __all__ = [
     "add_concepts",
     "atomic_write",
     "build_vocabulary",
+    "class_name_concepts",
     "compose_query",
     "embedding_cache_key",
     "embedding_cache_path",

@@ -123,6 +123,21 @@ def add_concepts(vocab: Vocabulary, phrases: Iterable[str], source: str = "user"
     return Vocabulary(vocab.concepts + tuple(added))
 
 
+def class_name_concepts(vocab: Vocabulary, names: Iterable[str]) -> list[int]:
+    """Indices of the concepts that *are* the class names, in the names' order (repeats out):
+    a name that is already a lemma ("bird") is that concept, any other the phrase
+    :func:`add_concepts` appended for it. Label-set mode queries these and restricts the
+    vocabulary around them; selecting them by ``source == "class-name"`` missed every name
+    that WordNet already had."""
+    found: dict[int, None] = {}
+    for raw in names:
+        phrase = _normalise_phrase(raw)
+        index = vocab.index_of(phrase) if phrase else None
+        if index is not None:
+            found[index] = None
+    return list(found)
+
+
 def spread_indices(total: int, count: int) -> np.ndarray:
     """``count`` indices spread evenly over ``range(total)``, first one 0, ascending.
 

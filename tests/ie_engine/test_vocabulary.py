@@ -26,6 +26,7 @@ from ie_engine.vocabulary import (
     Vocabulary,
     add_concepts,
     build_vocabulary,
+    class_name_concepts,
     compose_query,
     embedding_cache_path,
     install_nltk_wordnet,
@@ -289,6 +290,17 @@ def test_add_concepts_skips_duplicates_case_insensitively() -> None:
     assert vocab.lemmas() == ["cat", "dog"]  # unchanged
     assert add_concepts(vocab, ["CAT"]) is vocab
     assert add_concepts(vocab, ["kiwi"], source="class-name")[2].source == "class-name"
+
+
+def test_class_names_that_are_lemmas_are_class_concepts_too() -> None:
+    """Label-set mode: "bird" is already a WordNet lemma, so add_concepts adds nothing for it;
+    it must still be a class concept (it used to be missed, and the restriction dropped)."""
+    vocab = _small_vocab("cat", "bird", "dog")
+    names = ("Bird", "space  rocket", "bird", "", "dog")
+    vocab = add_concepts(vocab, list(names), source="class-name")
+    assert vocab.lemmas() == ["cat", "bird", "dog", "space rocket"]
+    assert class_name_concepts(vocab, names) == [1, 3, 2]
+    assert class_name_concepts(_small_vocab("cat"), ["fish"]) == []
 
 
 # --- Embedding cache -------------------------------------------------------------------------
